@@ -1,0 +1,1 @@
+"""Store adapters: Redis as the shared state, a local cache kept fresh by pub/sub."""
