@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from gateway.core.reasons import Reason
 from gateway.core.records import State
 
 
-class AuthMethod(str, Enum):
+class AuthMethod(StrEnum):
     USER_CREDENTIALS = "user_credentials"
     TOKEN_BASED = "token_based"
     SESSION = "session"

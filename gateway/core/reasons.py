@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     MALFORMED_REQUEST = "malformed_request"
     REQUEST_TOO_LARGE = "request_too_large"
     VERSION_REQUIRED = "version_required"

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 _APP_ID_RE = re.compile(r"[0-9A-F]{32}")
 _SANDBOX_RE = re.compile(r".+_SB\d+")
 
 
-class State(str, Enum):
+class State(StrEnum):
     ENABLED = "enabled"
     BLOCKED = "blocked"
     WAITING = "waiting_for_approval"
 
 
-class InstalledVia(str, Enum):
+class InstalledVia(StrEnum):
     OWNER = "owner"
     BUNDLE = "bundle"
     AUTO_INSTALL = "auto_install"

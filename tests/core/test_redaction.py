@@ -1,0 +1,133 @@
+"""Secrets never reach a log (SPEC section 6), even from truncated or broken documents."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.core.redaction import (
+    SECRET_ELEMENTS,
+    redact_authorization,
+    redact_header_value,
+    redact_json,
+    redact_xml,
+)
+from tests.factories import login_body, make_envelope, passport_xml, sso_login_body, token_passport_xml
+
+V = "2024_2"
+SECRET = "S3CRETzq"  # a marker that appears nowhere else in the documents
+CAP = 65536
+
+
+def test_every_secret_element_is_masked() -> None:
+    parts = "".join(f"<ns1:{name}>{SECRET}{i}</ns1:{name}>" for i, name in enumerate(SECRET_ELEMENTS))
+    doc = make_envelope(f'<ns0:x xmlns:ns0="urn:m" xmlns:ns1="urn:c">{parts}</ns0:x>')
+    out = redact_xml(doc, CAP)
+    assert SECRET not in out
+    assert out.count("***") == len(SECRET_ELEMENTS)
+    assert "<ns1:password>***</ns1:password>" in out
+
+
+def test_envelopes_from_the_factories() -> None:
+    tp = token_passport_xml(V, "1234567", "ck", "cs", "tk", "ts", nonce="n", timestamp=1, signature=SECRET)
+    doc = make_envelope(login_body(V, "a@b.c", SECRET, "1234567"), [tp, passport_xml(V, "e", SECRET, "1")])
+    out = redact_xml(doc, CAP)
+    assert SECRET not in out
+    assert 'algorithm="HMAC-SHA256">***</ns6:signature>' in out
+    assert "a@b.c" in out and "1234567" in out  # only secrets go
+    out = redact_xml(make_envelope(sso_login_body(V, authentication_token=SECRET)), CAP)
+    assert SECRET not in out and "partner" in out
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        f"<password><![CDATA[{SECRET}</password>{SECRET}]]></password>",
+        f"<password> <![CDATA[{SECRET}]]> {SECRET}</password>",
+        f'<ns6:signature algorithm="HMAC-SHA256" a=\'>\'>{SECRET}</ns6:signature>',
+        f"<password\n>{SECRET}</password >",
+        f"<Password>{SECRET}</Password>",
+        f"<password><b>{SECRET}</b>{SECRET}</password>",
+        f"<password><password>{SECRET}</password>{SECRET}</password>",
+        f"<tokenSecret>{SECRET}",  # truncated mid-secret
+        f"<x:consumerSecret>{SECRET[:4]}",
+        f"<newPassword2><![CDATA[{SECRET}",  # truncated inside CDATA
+        f'<password a="x>{SECRET}</password><b c="d">',  # broken attribute swallowing the secret
+        f"<password a='{SECRET}",
+    ],
+)
+def test_tricky_shapes(fragment: str) -> None:
+    out = redact_xml(f"<a>{fragment}</a>".encode(), CAP)
+    assert SECRET[:4] not in out
+
+
+def test_self_closing_and_lookalikes_are_left_alone() -> None:
+    doc = b'<a><password/><signature algorithm="x"/><passwordHint>hint</passwordHint><b>keep</b></a>'
+    assert redact_xml(doc, CAP) == doc.decode()
+
+
+def test_invalid_utf8_and_cap() -> None:
+    doc = b"<a>\xff<password>" + SECRET.encode() + b"</password>" + b"x" * 100 + b"</a>"
+    out = redact_xml(doc, 40)
+    assert SECRET not in out and "\ufffd" in out
+    assert len(out.encode()) <= 40
+    assert len(redact_xml("é".encode() * 30, 7).encode()) <= 7  # never a split character
+
+
+@settings(max_examples=300, deadline=None)
+@given(cut=st.integers(0, 2000), name=st.sampled_from(SECRET_ELEMENTS), cdata=st.booleans())
+def test_any_truncation_leaks_no_secret_byte(cut: int, name: str, cdata: bool) -> None:
+    secret = "Zq9" + SECRET * 3
+    value = f"<![CDATA[{secret}]]>" if cdata else secret
+    element = f'<ns0:{name} a="1">{value}</ns0:{name}>'
+    doc = make_envelope(f'<ns0:op xmlns:ns0="urn:m">{element}<b>tail</b></ns0:op>')
+    out = redact_xml(doc[:cut], CAP)
+    # any 3 consecutive secret characters surviving would be a leak
+    assert not any(secret[i : i + 3] in out for i in range(len(secret) - 2))
+
+
+def test_json_keys() -> None:
+    doc = {
+        "token": "tokid", "tokenSecret": SECRET, "token_secret": SECRET, "consumer_secret": SECRET,
+        "nested": {"password": SECRET, "signature": 12345678, "list": [{"newPassword": [SECRET]}]},
+        "PASSWORD": SECRET, "ok": "keep",
+    }
+    out = redact_json(json.dumps(doc).encode(), CAP)
+    assert SECRET not in out and "12345678" not in out
+    parsed = json.loads(out)
+    assert parsed["tokenSecret"] == "***" and parsed["nested"]["list"][0]["newPassword"] == "***"
+    assert parsed["token"] == "tokid" and parsed["ok"] == "keep"
+
+
+@settings(max_examples=300, deadline=None)
+@given(cut=st.integers(0, 200))
+def test_truncated_json(cut: int) -> None:
+    doc = json.dumps({"token": "abc", "token_secret": "Zq9" + SECRET + '\\"' + SECRET, "x": 1}).encode()
+    out = redact_json(doc[:cut], CAP)
+    assert SECRET not in out and "Zq9" not in out
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("NLAuth nlauth_account=123, nlauth_email=a@b.c, nlauth_signature=" + SECRET + ", nlauth_role=3",
+         "NLAuth nlauth_account=123, nlauth_email=a@b.c, nlauth_signature=***, nlauth_role=3"),
+        ('OAuth realm="123",oauth_consumer_key="ck",oauth_signature="' + SECRET + '%3D",oauth_nonce="n"',
+         'OAuth realm="123",oauth_consumer_key="ck",oauth_signature="***",oauth_nonce="n"'),
+        ("NLAuth nlauth_signature=" + SECRET, "NLAuth nlauth_signature=***"),
+        ('OAuth oauth_signature="' + SECRET, 'OAuth oauth_signature="***"'),
+    ],
+)
+def test_authorization(value: str, expected: str) -> None:
+    assert redact_authorization(value) == expected
+    assert redact_header_value("Authorization", value) == expected
+
+
+def test_cookies() -> None:
+    assert redact_header_value("Cookie", f"JSESSIONID={SECRET}; lang=en") == "JSESSIONID=***; lang=***"
+    assert redact_header_value("Set-Cookie", f"JSESSIONID={SECRET}; Path=/; HttpOnly") == (
+        "JSESSIONID=***; Path=/; HttpOnly")
+    assert redact_header_value("X-Request-Id", "abc") == "abc"
