@@ -1,0 +1,173 @@
+"""`gateway serve`: Redis (embedded or given), the store, both listeners, workers, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway.config import Settings
+from gateway.core.policy import policy_settings
+from gateway.errors import ConfigError
+from gateway.metrics import GatewayMetrics
+from gateway.seed import apply_seed
+from gateway.store.embedded import EmbeddedRedis
+from gateway.store.keyring import load_secret_keys
+from gateway.store.redis import RedisStore, open_store
+from gateway.web.admin import setup_admin
+from gateway.web.app import create_proxy_app, health_routes
+from gateway.web.context import ProxyContext
+from gateway.web.logwriter import LogWriter
+from gateway.web.server import GuardedAppRunner
+
+log = logging.getLogger("gateway")
+
+DRAIN_SECONDS = 30.0
+
+
+def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code."""
+    embedded: EmbeddedRedis | None = None
+    redis_url = settings.redis_url
+    keys = load_secret_keys(redis_url, settings.data_dir)
+    if redis_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        embedded = EmbeddedRedis(settings.data_dir).start()
+        redis_url = embedded.url
+    try:
+        if settings.workers == 1:
+            return _run_worker(settings, redis_url, keys, index=0)
+        return _run_workers(settings, redis_url, keys)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _run_workers(settings: Settings, redis_url: str, keys: list[bytes]) -> int:
+    """N processes on one port (SO_REUSEPORT); worker 0 also serves the admin listener."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_entry, args=(settings, redis_url, keys, i), name=f"gateway-worker-{i}")
+             for i in range(settings.workers)]
+    for p in procs:
+        p.start()
+
+    def forward_signal(signum: int, _frame: Any) -> None:
+        for p in procs:
+            if p.is_alive() and p.pid:
+                os.kill(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward_signal)
+    signal.signal(signal.SIGINT, forward_signal)
+    for p in procs:
+        p.join()
+    return max((p.exitcode or 0) for p in procs)
+
+
+def _worker_entry(settings: Settings, redis_url: str, keys: list[bytes], index: int) -> None:
+    from gateway.logsetup import setup_logging
+
+    setup_logging(settings)
+    raise SystemExit(_run_worker(settings, redis_url, keys, index))
+
+
+def _run_worker(settings: Settings, redis_url: str, keys: list[bytes], index: int) -> int:
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        pass
+    else:
+        return int(uvloop.run(_serve_async(settings, redis_url, keys, index)))
+    return asyncio.run(_serve_async(settings, redis_url, keys, index))
+
+
+@asynccontextmanager
+async def _upstream_session(settings: Settings) -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(limit=1024, limit_per_host=0, keepalive_timeout=30, enable_cleanup_closed=True)
+    session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                    cookie_jar=aiohttp.DummyCookieJar(),
+                                    skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))
+    try:
+        yield session
+    finally:
+        await session.close()
+
+
+async def _serve_async(settings: Settings, redis_url: str, keys: list[bytes], index: int) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    metrics = GatewayMetrics(settings.max_integration_labels)
+    store = await open_store(settings, redis_url, secret_keys=keys, metrics=metrics)
+    try:
+        if index == 0 and settings.seed:
+            await apply_seed(store, settings.seed)
+        async with _upstream_session(settings) as session:
+            writer = LogWriter(store, settings.log.buffer_entries, metrics=metrics)
+            writer.start()
+            ctx = ProxyContext(settings=settings, policy=policy_settings(settings), store=store,
+                               session=session, logs=writer, metrics=metrics)
+            runners = await _start_listeners(settings, ctx, store, writer, admin=index == 0)
+            log.info("gateway listening", extra={"listen": str(settings.listen),
+                                                 "admin_listen": str(settings.admin_listen),
+                                                 "upstream": settings.upstream, "worker": index})
+            await stop.wait()
+            log.info("draining", extra={"worker": index})
+            for runner in runners:
+                await runner.cleanup()
+            for task in list(ctx.background):
+                task.cancel()
+            await writer.stop()
+    finally:
+        await store.close()
+    return 0
+
+
+async def _start_listeners(settings: Settings, ctx: ProxyContext, store: RedisStore, writer: LogWriter, *,
+                           admin: bool) -> list[web.BaseRunner]:
+    proxy_runner = GuardedAppRunner(create_proxy_app(ctx), header_timeout=settings.limits.header_read_timeout_seconds,
+                                    access_log=None, shutdown_timeout=DRAIN_SECONDS)
+    await proxy_runner.setup()
+    reuse = settings.workers > 1
+    sock = _bind(settings.listen.host, settings.listen.port, reuse_port=reuse)
+    await web.SockSite(proxy_runner, sock).start()
+    runners: list[web.BaseRunner] = [proxy_runner]
+    if admin:
+        admin_app = web.Application()
+
+        def refresh() -> None:
+            ctx.metrics.log_buffer_depth.set(writer.depth)
+
+        health_routes(admin_app, ctx, refresh)
+        setup_admin(admin_app, store, settings, bootstrap_token=os.environ.get("GATEWAY_ADMIN_TOKEN"))
+        admin_runner = web.AppRunner(admin_app, access_log=None, shutdown_timeout=5)
+        await admin_runner.setup()
+        await web.SockSite(admin_runner, _bind(settings.admin_listen.host, settings.admin_listen.port,
+                                               reuse_port=False)).start()
+        runners.insert(0, admin_runner)
+    return runners
+
+
+def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock

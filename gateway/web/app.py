@@ -1,0 +1,76 @@
+"""Application factories: the proxy listener and the admin listener."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.web.context import ProxyContext
+from gateway.web.restlet import IssueTokenProxy, RestletProxy
+from gateway.web.server import mark_request_finished
+from gateway.web.soap import SoapProxy
+
+log = logging.getLogger("gateway.web")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CONTEXT = web.AppKey("proxy_context", ProxyContext)
+
+
+@web.middleware
+async def never_a_bare_500(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Whatever escapes a handler becomes a logged 500 with an X-Request-Id, never aiohttp's page."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status == 405 and request.path.startswith("/services/"):
+            e.headers["Allow"] = "POST"
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        rid = request.headers.get("X-Request-Id", "")
+        return web.Response(status=500, text="internal error", headers={"X-Request-Id": rid} if rid else None)
+
+
+def create_proxy_app(ctx: ProxyContext) -> web.Application:
+    app = web.Application(middlewares=[mark_request_finished, never_a_bare_500],
+                          client_max_size=ctx.settings.limits.max_body_bytes)
+    app[CONTEXT] = ctx
+    soap = SoapProxy(ctx)
+    restlet = RestletProxy(ctx)
+    app.router.add_post("/services/{endpoint:NetSuitePort(_[0-9]{4}_[0-9]+(_0)?)?}", soap)
+    app.router.add_route("*", "/services/{endpoint:NetSuitePort(_[0-9]{4}_[0-9]+(_0)?)?}", _method_not_allowed)
+    app.router.add_route("*", "/app/site/hosting/restlet.nl", restlet)
+    app.router.add_route("*", "/rest/issuetoken", IssueTokenProxy(ctx))
+    return app
+
+
+async def _method_not_allowed(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+
+
+def health_routes(app: web.Application, ctx: ProxyContext, refresh: Callable[[], None]) -> None:
+    """`/healthz`, `/readyz` and `/metrics` on the admin listener (no token)."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        ready = False
+        try:
+            ready = await ctx.store.ping()
+        except Exception:
+            ready = False
+        status = 200 if ready and ctx.settings.upstream else 503
+        return web.json_response({"store": ready, "upstream": ctx.settings.upstream}, status=status)
+
+    async def metrics(request: web.Request) -> web.Response:
+        refresh()
+        return web.Response(body=generate_latest(ctx.metrics.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)

@@ -1,0 +1,100 @@
+"""What every proxy handler shares: settings, store, upstream session, log writer, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+
+from gateway.config import Settings
+from gateway.core.faults import fault_status, render_fault, render_json_error
+from gateway.core.policy import PolicySettings
+from gateway.core.reasons import Reason
+from gateway.core.versions import Version, version_tag
+from gateway.metrics import GatewayMetrics
+from gateway.store.ports import RequestStore
+from gateway.web.exchange import Exchange
+from gateway.web.forward import accept_request_id, client_ip
+
+log = logging.getLogger("gateway.proxy")
+
+
+class LogSink(Protocol):
+    def submit(self, entry: Mapping[str, Any]) -> bool: ...
+
+
+@dataclass
+class ProxyContext:
+    settings: Settings
+    policy: PolicySettings
+    store: RequestStore
+    session: aiohttp.ClientSession
+    logs: LogSink
+    metrics: GatewayMetrics
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Fire-and-forget work (session touch, best-effort logout) that must not be lost to GC."""
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background task failed: %r", task.exception())
+
+    def new_exchange(self, request: web.BaseRequest) -> Exchange:
+        rid = accept_request_id(request.headers.get("X-Request-Id"), uuid.uuid4().hex)
+        ip = client_ip(request.remote, request.headers.getall("X-Forwarded-For", []),
+                       self.settings.trusted_proxies)
+        return Exchange(request_id=rid, client_ip=ip, doc_cap=self.settings.log.max_document_bytes)
+
+    def finish(self, ex: Exchange) -> None:
+        """Metrics and the log entry for a finished exchange; never raises."""
+        try:
+            self.metrics.record_request(
+                integration=ex.who.integration, operation=ex.operation, outcome=ex.outcome,
+                reason=ex.reason or "none", endpoint_version=version_tag(ex.version),
+                auth_method=ex.who.auth_method.value, duration=ex.duration)
+            if ex.decided_after is not None:
+                self.metrics.inspection.observe(ex.decided_after)
+            if ex.upstream_seconds is not None:
+                self.metrics.upstream_duration.labels(
+                    self.metrics.integration_label(ex.who.integration)).observe(ex.upstream_seconds)
+            self.logs.submit(ex.log_entry())
+        except Exception:  # the log never fails a request
+            log.exception("could not record request %s", ex.request_id)
+
+    def fault_response(self, ex: Exchange, reason: Reason, version: Version | None, *,
+                       sub_reason: str | None = None, outcome: str = "rejected") -> web.Response:
+        ex.reject(reason, sub_reason, outcome=outcome)
+        status = fault_status(reason)
+        body = render_fault(reason, version or self.settings.max_version)
+        ex.http_status = status
+        ex.response_bytes = len(body)
+        ex.response_doc.add(body)
+        return web.Response(status=status, body=body, headers={
+            "Content-Type": "text/xml; charset=utf-8", "X-Request-Id": ex.request_id})
+
+    def json_error_response(self, ex: Exchange, reason: Reason, *, sub_reason: str | None = None,
+                            outcome: str = "rejected") -> web.Response:
+        ex.reject(reason, sub_reason, outcome=outcome)
+        status, body = render_json_error(reason)
+        ex.http_status = status
+        ex.response_bytes = len(body)
+        ex.response_doc.add(body)
+        return web.Response(status=status, body=body, headers={
+            "Content-Type": "application/json", "X-Request-Id": ex.request_id})
+
+    def now(self) -> float:
+        return time.time()
+
+

@@ -1,0 +1,100 @@
+"""One request's record as it passes the gateway: becomes a log entry and metric samples."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.core.decision import Attribution
+from gateway.core.reasons import FAULTS, Reason
+from gateway.core.records import mask_application_id
+from gateway.core.redaction import redact_authorization, redact_json, redact_xml
+from gateway.core.versions import Version, version_tag
+
+
+@dataclass(slots=True)
+class Capture:
+    """The first `cap` bytes of a document, taken as it streams past."""
+
+    cap: int
+    data: bytearray = field(default_factory=bytearray)
+
+    def add(self, chunk: bytes) -> None:
+        room = self.cap - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    client_ip: str
+    doc_cap: int
+    started: float = field(default_factory=time.monotonic)
+    wall_time: float = field(default_factory=time.time)
+    operation: str = "none"
+    version: Version | None = None
+    who: Attribution = field(default_factory=Attribution)
+    outcome: str = "forwarded"
+    reason: str | None = None
+    sub_reason: str | None = None
+    fault_code: str | None = None
+    http_status: int = 0
+    upstream_status: int | None = None
+    request_bytes: int = 0
+    response_bytes: int = 0
+    decided_after: float | None = None
+    upstream_seconds: float | None = None
+    json_documents: bool = False
+    authorization: str | None = None
+    request_doc: Capture = field(init=False)
+    response_doc: Capture = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.request_doc = Capture(self.doc_cap)
+        self.response_doc = Capture(self.doc_cap)
+
+    def reject(self, reason: Reason, sub_reason: str | None = None, *, outcome: str = "rejected") -> None:
+        self.outcome = outcome
+        self.reason = reason.value
+        self.sub_reason = sub_reason
+        self.fault_code = FAULTS[reason].code
+
+    def mark_decided(self) -> None:
+        if self.decided_after is None:
+            self.decided_after = time.monotonic() - self.started
+
+    @property
+    def duration(self) -> float:
+        return time.monotonic() - self.started
+
+    def log_entry(self) -> dict[str, Any]:
+        redact = redact_json if self.json_documents else redact_xml
+        entry: dict[str, Any] = {
+            "request_id": self.request_id,
+            "time": datetime.fromtimestamp(self.wall_time, UTC).isoformat(timespec="milliseconds"),
+            "duration_ms": round(self.duration * 1000, 3),
+            "account": self.who.account,
+            "integration_id": self.who.integration,
+            "application_id": mask_application_id(self.who.application_id),
+            "operation": self.operation,
+            "endpoint_version": version_tag(self.version),
+            "auth_method": self.who.auth_method.value,
+            "user_email": self.who.user or None,
+            "client_ip": self.client_ip,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "sub_reason": self.sub_reason,
+            "fault_code": self.fault_code,
+            "http_status": self.http_status,
+            "upstream_status": self.upstream_status,
+            "request_bytes": self.request_bytes,
+            "response_bytes": self.response_bytes,
+            "request_document": redact(bytes(self.request_doc.data), self.doc_cap),
+            "response_document": redact(bytes(self.response_doc.data), self.doc_cap),
+        }
+        if self.authorization:
+            entry["authorization"] = redact_authorization(self.authorization)
+        return entry

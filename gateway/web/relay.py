@@ -1,0 +1,59 @@
+"""Streaming the upstream's answer back, and turning upstream failures into faults."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from gateway.core.reasons import Reason
+from gateway.core.versions import Version
+from gateway.web.context import ProxyContext
+from gateway.web.exchange import Exchange
+from gateway.web.forward import client_response_headers
+
+log = logging.getLogger("gateway.proxy")
+
+
+async def relay_response(request: web.Request, ex: Exchange, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    """Status, headers and body as they come, chunk by chunk."""
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                  headers=client_response_headers(upstream.headers))
+    response.headers["X-Request-Id"] = ex.request_id
+    if upstream.content_length is not None:
+        response.content_length = upstream.content_length
+    ex.http_status = upstream.status
+    await response.prepare(request)
+    try:
+        async for chunk in upstream.content.iter_any():
+            ex.response_bytes += len(chunk)
+            ex.response_doc.add(chunk)
+            await response.write(chunk)
+    except (aiohttp.ClientError, TimeoutError) as e:
+        # The status line is gone already: all that is left is to cut the client off.
+        ex.outcome, ex.reason, ex.sub_reason = "error", Reason.UPSTREAM_UNAVAILABLE.value, type(e).__name__
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
+
+
+def upstream_reason(e: BaseException) -> Reason:
+    """Refused, reset and connect timeouts are 502; a response that never came is 504."""
+    if isinstance(e, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return Reason.UPSTREAM_UNAVAILABLE
+    if isinstance(e, TimeoutError):
+        return Reason.UPSTREAM_TIMEOUT
+    return Reason.UPSTREAM_UNAVAILABLE
+
+
+def upstream_failed(ctx: ProxyContext, ex: Exchange, e: BaseException, version: Version | None, *,
+                    json_errors: bool = False) -> web.Response:
+    reason = upstream_reason(e)
+    ctx.metrics.upstream_errors.labels(reason.value).inc()
+    log.warning("upstream failed", extra={"request_id": ex.request_id, "error": repr(e)})
+    if json_errors:
+        return ctx.json_error_response(ex, reason, sub_reason=type(e).__name__, outcome="error")
+    return ctx.fault_response(ex, reason, version, sub_reason=type(e).__name__, outcome="error")

@@ -1,0 +1,176 @@
+"""RESTlets (`/app/site/hosting/restlet.nl`) and the Issue Token endpoint (`/rest/issuetoken`).
+
+Bodies are not inspected here (RESTlet bodies are JSON the signature does not cover); they
+stream through. Rejections are JSON errors with 401/403 (SPEC section 3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from gateway.core.decision import Decision, Forward, Reject
+from gateway.core.lookups import LookupPlan, Lookups
+from gateway.core.oauth1 import (
+    RestletFacts,
+    decide_issue_token,
+    decide_restlet,
+    parse_authorization,
+    plan_issue_token_lookups,
+    plan_restlet_lookups,
+)
+from gateway.core.policy import PolicySettings
+from gateway.core.reasons import Reason
+from gateway.core.records import InstalledVia
+from gateway.errors import StoreUnavailable
+from gateway.web.context import ProxyContext
+from gateway.web.exchange import Exchange
+from gateway.web.forward import identity_headers, upstream_request_headers
+from gateway.web.relay import relay_response, upstream_failed
+from gateway.web.resolve import fetch_lookups, settle
+
+log = logging.getLogger("gateway.proxy")
+
+Decider = Callable[[RestletFacts, Lookups, float, PolicySettings], Decision]
+Planner = Callable[[RestletFacts], LookupPlan]
+_ISSUE_TOKEN_RESPONSE_CAP = 1 << 20
+
+
+class RestletProxy:
+    operation = "restlet"
+    plan: Planner = staticmethod(plan_restlet_lookups)
+    decide: Decider = staticmethod(decide_restlet)
+
+    def __init__(self, ctx: ProxyContext) -> None:
+        self.ctx = ctx
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        ctx = self.ctx
+        ex = ctx.new_exchange(request)
+        ex.operation = self.operation
+        ex.json_documents = True
+        ctx.metrics.inflight.inc()
+        try:
+            return await self._handle(request, ex)
+        except StoreUnavailable:
+            ctx.metrics.store_errors.labels("request").inc()
+            return ctx.json_error_response(ex, Reason.STORE_UNAVAILABLE, outcome="error")
+        finally:
+            ctx.metrics.inflight.dec()
+            ctx.finish(ex)
+
+    async def _handle(self, request: web.Request, ex: Exchange) -> web.StreamResponse:
+        ctx = self.ctx
+        authorization = request.headers.getall("Authorization", [])
+        if len(authorization) == 1:
+            ex.authorization = authorization[0]
+        try:
+            auth = parse_authorization(authorization)
+        except ValueError as e:
+            return ctx.json_error_response(ex, Reason.CREDENTIALS_REQUIRED, sub_reason=str(e)[:80])
+        facts = RestletFacts(method=request.method, base_uri=self._base_uri(request),
+                             query=tuple(request.query.items()), auth=auth)
+        policy = ctx.policy
+        lookups = await fetch_lookups(ctx.store, type(self).plan(facts), auto_register=policy.auto_register)
+        decide = type(self).decide
+        decision = await settle(ctx.store, lookups, lambda lk, now: decide(facts, lk, now, policy))
+        ex.mark_decided()
+        ex.who = decision.who
+        if isinstance(decision, Reject):
+            return ctx.json_error_response(ex, decision.reason, sub_reason=decision.sub_reason)
+        return await self._forward(request, ex, decision)
+
+    def _base_uri(self, request: web.Request) -> str:
+        """The URI the client signed: `public_base_url` when a load balancer sits in front."""
+        base = self.ctx.settings.public_base_url
+        if base:
+            return base.rstrip("/") + request.path
+        return f"{request.scheme}://{request.host}{request.path}"
+
+    async def _forward(self, request: web.Request, ex: Exchange, decision: Forward) -> web.StreamResponse:
+        ctx = self.ctx
+        limits = ctx.settings.limits
+        headers = upstream_request_headers(
+            request.headers, cookie=", ".join(request.headers.getall("Cookie", [])) or None,
+            request_id=ex.request_id, peer=request.remote or "", scheme=request.scheme,
+            content_length=request.content_length,
+            identity=identity_headers(decision.who, ex.request_id, ctx.settings.upstream_identity_key,
+                                      int(time.time())))
+        headers["Authorization"] = request.headers["Authorization"]
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=limits.upstream_connect_timeout_seconds,
+                                        sock_read=limits.upstream_response_timeout_seconds)
+        data = self._body(request, ex) if request.body_exists else None
+        started = time.monotonic()
+        try:
+            async with ctx.session.request(request.method, ctx.settings.upstream + request.path_qs, data=data,
+                                           headers=headers, timeout=timeout, allow_redirects=False) as upstream:
+                ex.upstream_seconds = time.monotonic() - started
+                ex.upstream_status = upstream.status
+                return await self._answer(request, ex, decision, upstream)
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            return upstream_failed(ctx, ex, e, None, json_errors=True)
+
+    async def _body(self, request: web.Request, ex: Exchange) -> AsyncIterator[bytes]:
+        max_bytes = self.ctx.settings.limits.max_body_bytes
+        async for chunk in request.content.iter_any():
+            ex.request_bytes += len(chunk)
+            if ex.request_bytes > max_bytes:
+                raise aiohttp.ClientPayloadError("request body over limits.max_body_bytes")
+            ex.request_doc.add(chunk)
+            yield chunk
+
+    async def _answer(self, request: web.Request, ex: Exchange, decision: Forward,
+                      upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        return await relay_response(request, ex, upstream)
+
+
+class IssueTokenProxy(RestletProxy):
+    """On the backend's success the issued token is captured (encrypted at rest) so R13 can
+    verify it, and the record is installed if the account had none (SPEC section 3)."""
+
+    operation = "issuetoken"
+    plan: Planner = staticmethod(plan_issue_token_lookups)
+    decide: Decider = staticmethod(decide_issue_token)
+
+    async def _answer(self, request: web.Request, ex: Exchange, decision: Forward,
+                      upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        if upstream.status != 200:
+            return await relay_response(request, ex, upstream)
+        body = await upstream.content.read(_ISSUE_TOKEN_RESPONSE_CAP)
+        ex.response_bytes = len(body)
+        ex.response_doc.add(body)
+        ex.http_status = upstream.status
+        issued = _issued_token(body)
+        who = decision.who
+        if issued is not None and who.account and who.integration not in ("none", "default"):
+            if decision.install_on_success:
+                await self.ctx.store.install(who.account, who.integration, InstalledVia.ISSUE_TOKEN,
+                                             "system:issue_token")
+            token_id, token_secret = issued
+            await self.ctx.store.save_issued_token(who.account, who.integration, who.user, who.role,
+                                                   token_id, token_secret)
+        response = web.Response(status=upstream.status, body=body, headers={
+            k: v for k, v in upstream.headers.items()
+            if k.lower() not in ("content-length", "transfer-encoding", "connection", "keep-alive")})
+        response.headers["X-Request-Id"] = ex.request_id
+        return response
+
+
+def _issued_token(body: bytes) -> tuple[str, str] | None:
+    """`token`/`tokenSecret` or `token_id`/`token_secret` from the backend's JSON answer."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    for id_key, secret_key in (("token", "tokenSecret"), ("token_id", "token_secret")):
+        token_id, secret = data.get(id_key), data.get(secret_key)
+        if isinstance(token_id, str) and isinstance(secret, str) and token_id and secret:
+            return token_id, secret
+    return None

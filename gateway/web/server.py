@@ -1,0 +1,111 @@
+"""An aiohttp runner whose connections enforce a header read timeout (SPEC section 4).
+
+aiohttp has keep-alive and lingering timers but none for a client that trickles its request
+line and headers (slowloris). The guarded handler arms a timer when a connection opens, or
+when the first byte of the next request arrives, and disarms it once a whole request head
+has been parsed; if it fires, the client gets 408 with an X-Request-Id and the connection
+closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_server import Server
+
+
+class GuardedRequestHandler(RequestHandler):
+    header_timeout: float = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._gw_timer: asyncio.TimerHandle | None = None
+        self._gw_between_requests = False
+        self._gw_bytes_since_arm = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._gw_arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._gw_between_requests and self._gw_timer is None:
+            self._gw_arm()
+        self._gw_bytes_since_arm += len(data)
+        before = self._request_count
+        super().data_received(data)
+        if self._request_count != before:
+            self._gw_disarm()
+            self._gw_between_requests = False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._gw_disarm()
+        super().connection_lost(exc)
+
+    def request_finished(self) -> None:
+        """Called by the proxy when a response is done: the next request's clock may start."""
+        self._gw_between_requests = True
+
+    def _gw_arm(self) -> None:
+        self._gw_disarm()
+        self._gw_bytes_since_arm = 0
+        self._gw_timer = self._loop.call_later(self.header_timeout, self._gw_expire)
+
+    def _gw_disarm(self) -> None:
+        if self._gw_timer is not None:
+            self._gw_timer.cancel()
+            self._gw_timer = None
+
+    def _gw_expire(self) -> None:
+        self._gw_timer = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._gw_bytes_since_arm:
+            rid = uuid.uuid4().hex
+            transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n"
+                + f"X-Request-Id: {rid}\r\n\r\n".encode())
+        self.force_close()
+        transport.close()
+
+
+class GuardedServer(Server):
+    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timeout = header_timeout
+
+    def __call__(self) -> RequestHandler:
+        handler = GuardedRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler.header_timeout = self._header_timeout
+        return handler
+
+
+class GuardedAppRunner(web.AppRunner):
+    def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._header_timeout = header_timeout
+
+    async def _make_server(self) -> Server:
+        loop = asyncio.get_running_loop()
+        app = self._app
+        app._set_loop(loop)
+        app.on_startup.freeze()
+        await app.startup()
+        app.freeze()
+        return GuardedServer(app._handle, request_factory=app._make_request, loop=loop,
+                             header_timeout=self._header_timeout, **self._kwargs)
+
+
+@web.middleware
+async def mark_request_finished(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    finally:
+        protocol = request.protocol
+        if isinstance(protocol, GuardedRequestHandler):
+            protocol.request_finished()
