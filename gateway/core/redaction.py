@@ -44,6 +44,18 @@ _AUTH_PARAM_RE: Final = re.compile(
 _COOKIE_PAIR_RE: Final = re.compile(r"([^=;,\s]+\s*=\s*)([^;,]*)")
 
 
+# An application ID in any spelling clients use: 32 hex, or NetSuite's 8-4-4-4-12 UUID form.
+_APPLICATION_ID_RE: Final = re.compile(
+    r"(?<![0-9A-Fa-f-])(?:[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{8})"
+    r"([0-9A-Fa-f]{4})(?![0-9A-Fa-f-])"
+)
+
+
+def mask_application_ids(text: str) -> str:
+    """Application IDs keep only their last four characters (SPEC section 6)."""
+    return _APPLICATION_ID_RE.sub(lambda m: "*" * 28 + m.group(1).upper(), text)
+
+
 def cap_text(text: str, cap: int) -> str:
     """`text` cut to at most `cap` UTF-8 bytes, never splitting a character."""
     raw = text.encode("utf-8")
@@ -73,7 +85,7 @@ def redact_xml(data: bytes, cap: int) -> str:
         end = _secret_content_end(text, pos)
         out.append(MASK)
         pos = end
-    return cap_text("".join(out), cap)
+    return cap_text(mask_application_ids("".join(out)), cap)
 
 
 def _secret_content_end(text: str, pos: int) -> int:
@@ -128,7 +140,7 @@ def redact_json(data: bytes, cap: int) -> str:
             s = _JSON_SCALAR_RE.match(text, pos)
             pos = s.end() if s else len(text)
             out.append(f'"{MASK}"')
-    return cap_text("".join(out), cap)
+    return cap_text(mask_application_ids("".join(out)), cap)
 
 
 def _json_container_end(text: str, pos: int) -> int:

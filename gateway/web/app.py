@@ -40,10 +40,10 @@ def create_proxy_app(ctx: ProxyContext) -> web.Application:
     app[CONTEXT] = ctx
     soap = SoapProxy(ctx)
     restlet = RestletProxy(ctx)
-    app.router.add_post("/services/{endpoint:NetSuitePort(_[0-9]{4}_[0-9]+(_0)?)?}", soap)
+    app.router.add_post("/services/{endpoint:NetSuitePort(_[0-9]{4}_[0-9]+(_0)?)?}", soap.handle)
     app.router.add_route("*", "/services/{endpoint:NetSuitePort(_[0-9]{4}_[0-9]+(_0)?)?}", _method_not_allowed)
-    app.router.add_route("*", "/app/site/hosting/restlet.nl", restlet)
-    app.router.add_route("*", "/rest/issuetoken", IssueTokenProxy(ctx))
+    app.router.add_route("*", "/app/site/hosting/restlet.nl", restlet.handle)
+    app.router.add_route("*", "/rest/issuetoken", IssueTokenProxy(ctx).handle)
     return app
 
 

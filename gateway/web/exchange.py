@@ -10,7 +10,7 @@ from typing import Any
 from gateway.core.decision import Attribution
 from gateway.core.reasons import FAULTS, Reason
 from gateway.core.records import mask_application_id
-from gateway.core.redaction import redact_authorization, redact_json, redact_xml
+from gateway.core.redaction import mask_application_ids, redact_authorization, redact_json, redact_xml
 from gateway.core.versions import Version, version_tag
 
 
@@ -96,5 +96,5 @@ class Exchange:
             "response_document": redact(bytes(self.response_doc.data), self.doc_cap),
         }
         if self.authorization:
-            entry["authorization"] = redact_authorization(self.authorization)
+            entry["authorization"] = mask_application_ids(redact_authorization(self.authorization))
         return entry

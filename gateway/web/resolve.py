@@ -7,9 +7,10 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from gateway.core.decision import CheckNonce, Decision, Forward, Install, Reject
+from gateway.core.decision import NO_INTEGRATION, Attribution, CheckNonce, Decision, Forward, Install, Reject
+from gateway.core.facts import EnvelopeHead
 from gateway.core.lookups import LookupPlan, Lookups
-from gateway.core.records import InstalledVia
+from gateway.core.records import InstalledVia, normalize_application_id
 from gateway.store.ports import RequestStore
 
 # Nonce, then install: a decision asks for each at most once, so three rounds always end.
@@ -56,3 +57,20 @@ async def settle(
                 installation = await store.install(account, integration_id, install_via, install_actor)
                 lookups = replace(lookups, installation=installation)
     raise RuntimeError("decision did not settle")  # a bug in the core, not a client's fault
+
+
+async def attribute_rejection(store: RequestStore, head: EnvelopeHead, who: Attribution) -> Attribution:
+    """A request refused before the store was consulted (R2-R6) still names its record, so the
+    ops dashboard can tell which integration sends Passport to 2020.2, say. Identifiers only:
+    nothing here was verified, and nothing is decided from it."""
+    if who.integration != NO_INTEGRATION:
+        return who
+    integration = None
+    app_id = normalize_application_id(head.application_id or "")
+    if app_id:
+        integration = await store.find_integration_by_application_id(app_id)
+    elif head.token_passport is not None and head.token_passport.consumer_key:
+        integration = await store.find_integration_by_consumer_key(head.token_passport.consumer_key)
+    if integration is None:
+        return who
+    return replace(who, integration=integration.id)

@@ -49,7 +49,7 @@ class RestletProxy:
     def __init__(self, ctx: ProxyContext) -> None:
         self.ctx = ctx
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         ctx = self.ctx
         ex = ctx.new_exchange(request)
         ex.operation = self.operation

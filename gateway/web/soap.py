@@ -26,7 +26,7 @@ from gateway.web.context import ProxyContext
 from gateway.web.exchange import Exchange
 from gateway.web.forward import client_response_headers, identity_headers, upstream_request_headers
 from gateway.web.relay import relay_response, upstream_failed
-from gateway.web.resolve import fetch_lookups, settle
+from gateway.web.resolve import attribute_rejection, fetch_lookups, settle
 
 log = logging.getLogger("gateway.proxy")
 
@@ -77,7 +77,7 @@ class SoapProxy:
         self.ctx = ctx
         self.limits = ctx.settings.limits
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         ctx = self.ctx
         ex = ctx.new_exchange(request)
         ctx.metrics.inflight.inc()
@@ -136,6 +136,7 @@ class SoapProxy:
         ex.mark_decided()
         ex.who = decision.who
         if isinstance(decision, Reject):
+            ex.who = await attribute_rejection(ctx.store, head, decision.who)
             return ctx.fault_response(ex, decision.reason, fault_version, sub_reason=decision.sub_reason)
         if inspector.error is not None:
             return ctx.fault_response(ex, Reason(inspector.error.reason), fault_version,

@@ -131,3 +131,15 @@ def test_cookies() -> None:
     assert redact_header_value("Set-Cookie", f"JSESSIONID={SECRET}; Path=/; HttpOnly") == (
         "JSESSIONID=***; Path=/; HttpOnly")
     assert redact_header_value("X-Request-Id", "abc") == "abc"
+
+
+def test_application_ids_are_masked_in_any_spelling() -> None:
+    from gateway.core.redaction import redact_json, redact_xml
+
+    app = "0670F68D3F8EE8E83B50A137F96DF357"
+    uuid_form = "0670f68d-3f8e-e8e8-3b50-a137f96df357"
+    doc = f"<applicationId>{app}</applicationId><x>{uuid_form}</x><tok>{'a' * 64}</tok>".encode()
+    out = redact_xml(doc, 10_000)
+    assert app not in out and uuid_form not in out and out.count("F357") == 2
+    assert "a" * 64 in out  # 64-hex token ids are not application IDs
+    assert app not in redact_json(f'{{"applicationId": "{app}"}}'.encode(), 10_000)
