@@ -228,6 +228,11 @@ async def test_metrics_count_by_integration_and_reason(make_rig: MakeRig) -> Non
     await rig.soap("2024_2", t.tba())
     await rig.soap("2020_2", t.passport("2020_2"))
     m = rig.ctx.metrics.registry
+    for _ in range(100):  # recorded as the handler returns, which may be just after the client read
+        if m.get_sample_value("gateway_request_duration_seconds_count",
+                              {"integration": t.integration["id"], "outcome": "rejected"}):
+            break
+        await asyncio.sleep(0.01)
     assert m.get_sample_value("gateway_requests_total", {
         "integration": t.integration["id"], "operation": "get", "outcome": "forwarded", "reason": "none",
         "endpoint_version": "2024_2", "auth_method": "token_based"}) == 1.0

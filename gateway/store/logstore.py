@@ -1,0 +1,214 @@
+"""Execution log and usage log (SPEC section 6) in Redis Streams.
+
+Streams: the account's usage log `{acct:A}:log:usage` (every request of the account), the
+execution log `{acct:A}:log:exec:ID` (requests attributed to a real integration record), and
+`log:global` for entries without an account. Each entry is one stream field `j` holding the
+entry's JSON. Retention: XTRIM MINID (now - 21 days, 7 for sandbox accounts) on each append,
+XADD MAXLEN `log.max_entries_per_stream` (approximate above 1000 entries, where exactness
+costs and nobody counts), and EXPIRE of the retention so idle streams vanish. A request id
+index `rid:<id>` -> "<stream> <entry id>" (same TTL) answers `?request_id=` searches at once.
+
+Queries read newest first (XREVRANGE) and filter in process; the cursor is the stream id of
+the last entry returned.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+from gateway.config import LogSettings
+from gateway.core.records import is_sandbox, normalize_account
+from gateway.store import keyspace as ks
+from gateway.store.atomic import Client, RegistryError
+
+_CURSOR_RE = re.compile(r"\d{1,20}-\d{1,20}")
+_SCAN_CHUNK = 200
+_SCAN_CAP = 20_000  # entries examined per query; beyond it the page ends early with a cursor
+_CLOCK_SLACK_MS = 120_000  # stream ids are write times: allow for flush delay and replica clocks
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 50
+NOT_RECORDS = ("", "none", "default")
+
+
+@dataclass(frozen=True, slots=True)
+class LogQuery:
+    integration: str | None = None
+    operation: str | None = None
+    outcome: str | None = None
+    request_id: str | None = None
+    since: float | None = None  # unix seconds
+    until: float | None = None
+    limit: int = DEFAULT_LIMIT
+    cursor: str | None = None
+
+
+def parse_time(value: str, name: str) -> float:
+    """ISO 8601 (a trailing Z allowed) or unix seconds."""
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise RegistryError("INVALID_REQUEST", f"'{name}' must be an ISO 8601 time or unix seconds") from None
+    if moment.tzinfo is None:
+        raise RegistryError("INVALID_REQUEST", f"'{name}' must carry a time zone (e.g. a trailing Z)")
+    return moment.timestamp()
+
+
+def parse_query(params: Mapping[str, str]) -> LogQuery:
+    limit = DEFAULT_LIMIT
+    if params.get("limit"):
+        try:
+            limit = int(params["limit"])
+        except ValueError:
+            raise RegistryError("INVALID_REQUEST", "'limit' must be an integer") from None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise RegistryError("INVALID_REQUEST", f"'limit' must be between 1 and {MAX_LIMIT}")
+    cursor = params.get("cursor") or None
+    if cursor is not None and not _CURSOR_RE.fullmatch(cursor):
+        raise RegistryError("INVALID_REQUEST", "'cursor' is not a cursor this API returned")
+    return LogQuery(
+        integration=params.get("integration") or None,
+        operation=params.get("operation") or None,
+        outcome=params.get("outcome") or None,
+        request_id=params.get("request_id") or None,
+        since=parse_time(params["since"], "since") if params.get("since") else None,
+        until=parse_time(params["until"], "until") if params.get("until") else None,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+def _entry_time(entry: Mapping[str, Any]) -> float | None:
+    value = entry.get("time")
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+def matches(entry: Mapping[str, Any], q: LogQuery) -> bool:
+    if q.integration is not None and str(entry.get("integration_id")) != q.integration:
+        return False
+    if q.operation is not None and entry.get("operation") != q.operation:
+        return False
+    if q.outcome is not None and entry.get("outcome") != q.outcome:
+        return False
+    if q.request_id is not None and entry.get("request_id") != q.request_id:
+        return False
+    if q.since is not None or q.until is not None:
+        moment = _entry_time(entry)
+        if moment is None:
+            return False
+        if q.since is not None and moment < q.since:
+            return False
+        if q.until is not None and moment > q.until:
+            return False
+    return True
+
+
+class LogStore:
+    def __init__(
+        self, client: Client, settings: LogSettings, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.r = client
+        self.settings = settings
+        self.clock = clock
+        script = resources.files("gateway.store").joinpath("scripts/log_append.lua").read_text()
+        self._append = client.register_script(script)
+
+    def retention_seconds(self, acct: str) -> int:
+        days = (
+            self.settings.sandbox_retention_days
+            if acct and is_sandbox(acct)
+            else self.settings.retention_days
+        )
+        return days * 86400
+
+    async def write(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """All entries in one pipelined round trip (one script call each)."""
+        if not entries:
+            return
+        now_ms = int(self.clock() * 1000)
+        maxlen = self.settings.max_entries_per_stream
+        trim = "~" if maxlen > 1000 else "="
+        async with self.r.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                acct = normalize_account(str(entry.get("account") or ""))
+                retention = self.retention_seconds(acct)
+                keys = [
+                    ks.usage_log(acct) if acct else ks.GLOBAL_LOG,
+                    ks.request_index(str(entry.get("request_id") or "-")),
+                ]
+                iid = str(entry.get("integration_id") or "")
+                if acct and iid not in NOT_RECORDS:
+                    keys.append(ks.execution_log(acct, iid))
+                args = [
+                    json.dumps(entry, separators=(",", ":"), default=str),
+                    maxlen,
+                    now_ms - retention * 1000,
+                    retention,
+                    trim,
+                ]
+                await self._append(keys=keys, args=args, client=pipe)
+            await pipe.execute()
+
+    async def query(self, key: str, q: LogQuery) -> tuple[list[dict[str, Any]], str | None]:
+        if q.request_id is not None:
+            found = await self.find(q.request_id)
+            if found is None or found[0] != key or not matches(found[1], q):
+                return [], None
+            return [found[1]], None
+        upper = f"({q.cursor}" if q.cursor else "+"
+        lower = str(max(int(q.since * 1000) - _CLOCK_SLACK_MS, 0)) if q.since is not None else "-"
+        hits: list[tuple[str, dict[str, Any]]] = []
+        scanned = 0
+        last_seen: str | None = None
+        while len(hits) <= q.limit:
+            batch = await self.r.xrevrange(key, max=upper, min=lower, count=_SCAN_CHUNK)
+            if not batch:
+                last_seen = None
+                break
+            for entry_id, fields in batch:
+                last_seen = entry_id
+                entry = json.loads(fields["j"])
+                if matches(entry, q):
+                    hits.append((entry_id, entry))
+                    if len(hits) > q.limit:
+                        break
+            scanned += len(batch)
+            upper = f"({batch[-1][0]}"
+            if len(batch) < _SCAN_CHUNK:
+                last_seen = None
+                break
+            if scanned >= _SCAN_CAP:
+                break
+        if len(hits) > q.limit:
+            return [e for _, e in hits[: q.limit]], hits[q.limit - 1][0]
+        # Examined the cap without filling the page: hand a cursor to go on from there.
+        return [e for _, e in hits], last_seen if scanned >= _SCAN_CAP else None
+
+    async def find(self, request_id: str) -> tuple[str, dict[str, Any]] | None:
+        """(stream key, entry) of the usage-log entry with this request id, if retained."""
+        if len(request_id) > 128:
+            return None
+        ref = await self.r.get(ks.request_index(request_id))
+        if not ref:
+            return None
+        key, _, entry_id = str(ref).rpartition(" ")
+        rows = await self.r.xrange(key, min=entry_id, max=entry_id)
+        if not rows:
+            return None
+        return key, json.loads(rows[0][1]["j"])
