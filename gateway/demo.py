@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -106,7 +107,7 @@ def _drive(proxy_port: int, admin_port: int, token: str, gw: subprocess.Popen[by
     admin = f"http://127.0.0.1:{admin_port}"
     proxy = f"http://127.0.0.1:{proxy_port}"
     deadline = time.monotonic() + 30
-    while _call("GET", admin + "/healthz")[0] != 200:
+    while not _healthy(admin):
         if gw.poll() is not None or time.monotonic() > deadline:
             print("the gateway did not start", file=sys.stderr)
             return 1
@@ -148,10 +149,16 @@ def _drive(proxy_port: int, admin_port: int, token: str, gw: subprocess.Popen[by
     return 0
 
 
+def _healthy(admin: str) -> bool:
+    try:
+        return _call("GET", admin + "/healthz")[0] == 200
+    except OSError:
+        return False
+
+
 def _summary(body: bytes) -> str:
     text = body.decode("utf-8", "replace")
-    for tag in ("platformFaults:code>", "isSuccess="):
-        i = text.find(tag)
-        if i >= 0:
-            return text[i:i + 60].split("<")[0]
-    return text[:60]
+    code = re.search(r"<platformFaults:code>([^<]*)<", text)
+    if code:
+        return f"fault {code.group(1)}"
+    return "success" if 'isSuccess="true"' in text else text[:60]

@@ -207,3 +207,12 @@ def _not_found(port: int) -> int:
     except urllib.error.HTTPError as e:
         return e.code
     return 200
+
+
+def test_demo_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.demo import run_demo
+
+    assert run_demo() == 0
+    out = capsys.readouterr().out
+    assert "TBA get on 2024.2" in out and "success" in out
+    assert "fault WS_REQUEST_BLOCKED" in out and "fault WS_LOG_IN_REQD" in out
