@@ -10,7 +10,6 @@ element names, because multi-megabyte bodies must cost as little Python per elem
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any, Final
 
@@ -348,6 +347,30 @@ def _scan_prolog(buf: bytes | bytearray) -> str | None:
     return "prolog" if nxt == b"?" else ""
 
 
+class _ParserPool:
+    """Target parsers cost more to build than a small envelope costs to parse (lxml inspects the
+    target's methods on every construction), so parsers that closed cleanly are reused."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.free: list[tuple[Any, _Target]] = []
+
+    def acquire(self, max_depth: int, soap_action: str | None) -> tuple[Any, _Target]:
+        if self.free:
+            parser, target = self.free.pop()
+            target.__init__(max_depth, soap_action)  # type: ignore[misc]
+            return parser, target
+        target = _Target(max_depth, soap_action)
+        return etree.XMLParser(target=target, **PARSER_OPTIONS), target
+
+    def release(self, parser: Any, target: _Target) -> None:
+        if len(self.free) < self.size:
+            self.free.append((parser, target))
+
+
+_POOL: Final = _ParserPool(64)
+
+
 class EnvelopeInspector:
     """Feed the request body chunk by chunk; read `head` / `error` after each feed.
 
@@ -356,8 +379,10 @@ class EnvelopeInspector:
 
     def __init__(self, *, max_depth: int, max_head_bytes: int, soap_action: str | None) -> None:
         self._max_head_bytes = max_head_bytes
-        self._target = _Target(max_depth, soap_action)
-        self._parser: Any = None  # created once the prolog is known to be sound
+        self._max_depth = max_depth
+        self._soap_action = soap_action
+        self._target = _Target(max_depth, soap_action)  # replaced by the pooled parser's own
+        self._parser: Any = None  # taken from the pool once the prolog is known to be sound
         self._prolog = bytearray()
         self._parsed = 0  # bytes handed to libxml2
         self._head: EnvelopeHead | None = None
@@ -421,6 +446,7 @@ class EnvelopeInspector:
         except Exception:
             self._fail(MALFORMED, "not_well_formed", self._target.head is not None)
         else:
+            _POOL.release(self._parser, self._target)  # closed cleanly: safe to reuse
             if self._head is None:
                 self._fail(MALFORMED, "no_body", False)
             else:
@@ -442,7 +468,7 @@ class EnvelopeInspector:
         if verdict:
             raise _Violation(verdict, after_head=False)
         self._prolog = bytearray()
-        self._parser = etree.XMLParser(target=self._target, **PARSER_OPTIONS)
+        self._parser, self._target = _POOL.acquire(self._max_depth, self._soap_action)
         return bytes(buf)
 
     def _push(self, data: bytes) -> None:
@@ -450,31 +476,28 @@ class EnvelopeInspector:
             self._parsed += len(data)
             self._parser.feed(data)
             return
-        # Until the head is known, cut the input after every ">" (libxml2 reports a tag as soon as
-        # its ">" arrives) and at the head limit, so head_bytes and the limit are exact whatever
-        # the client's chunking.
-        pos, n = 0, len(data)
-        while pos < n and self._head is None:
-            end = data.find(b">", pos)
-            end = n if end < 0 else end + 1
-            end = min(end, pos + max(self._max_head_bytes - self._parsed, 1))
-            self._parsed += end - pos
-            try:
-                self._parser.feed(data[pos:end])
-            finally:
-                self._snapshot_head()
-            pos = end
-            if self._head is None and self._parsed >= self._max_head_bytes:
+        # Before the head, never hand libxml2 a byte past the head limit: a head that fits is
+        # then always seen before the limit is judged, whatever the client's chunking.
+        room = self._max_head_bytes - self._parsed
+        first = data if len(data) <= room else data[: max(room, 0)]
+        try:
+            if first:
+                self._parsed += len(first)
+                self._parser.feed(first)
+        finally:
+            self._snapshot_head()
+        if self._head is None:
+            if self._parsed >= self._max_head_bytes:
                 self._fail(TOO_LARGE, "head_too_large", False)
-                return
-        if pos < n:
-            self._parsed += n - pos
-            self._parser.feed(data[pos:])
+            return
+        if len(first) < len(data):
+            self._parsed += len(data) - len(first)
+            self._parser.feed(data[len(first):])
 
     def _snapshot_head(self) -> None:
         head = self._target.head
         if head is not None and self._head is None:
-            self._head = dataclasses.replace(head, head_bytes=self._parsed)
+            self._head = head
 
     def _syntax_detail(self, exc: Exception) -> str:
         if self._target.root_closed:

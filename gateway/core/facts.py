@@ -54,7 +54,6 @@ class EnvelopeHead:
     application_id: str | None = None
     login_passport: Passport | None = None
     sso_passport: SsoPassport | None = None
-    head_bytes: int = 0
 
     @property
     def namespace_version(self) -> Version | None:

@@ -88,8 +88,6 @@ def test_tba_core_dialect_extracted() -> None:
     assert tp.signature and tp.algorithm == "HMAC-SHA256"
     assert head.application_id == "APP1"
     assert head.header_passport is None and head.login_passport is None and head.sso_passport is None
-    start = doc.index(b"<ns0:get ")
-    assert head.head_bytes == doc.index(b">", start) + 1
     assert insp.bytes_fed == len(doc)
 
 
@@ -140,7 +138,6 @@ def test_login_head_ends_with_the_login_element() -> None:
     assert insp.complete
     assert insp.head is not None and insp.head.operation == "login"
     assert insp.head.login_passport == Passport("u@example.com", "secret", "1234567", "18")
-    assert insp.head.head_bytes == doc.index(b"</ns0:login>") + len(b"</ns0:login>")
 
 
 def test_sso_login_extracted() -> None:
@@ -279,7 +276,7 @@ def test_max_head_bytes_is_exact_whatever_the_chunking() -> None:
     head_bytes = doc.index(b">", doc.index(b"<ns0:get ")) + 1
     for chunk in (1, 7, 4096):
         ok = inspect(doc, chunk, max_head_bytes=head_bytes)
-        assert ok.complete and ok.head is not None and ok.head.head_bytes == head_bytes
+        assert ok.complete and ok.head is not None
         short = inspect(doc, chunk, max_head_bytes=head_bytes - 1)
         assert short.error is not None and short.head is None
         assert (short.error.reason, short.error.detail) == ("request_too_large", "head_too_large")
