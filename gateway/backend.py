@@ -30,10 +30,16 @@ class Received:
 
 @dataclass
 class SampleBackend:
-    """Records what it receives (hash and length, the first 64 KiB) for tests to check."""
+    """Records what it receives (hash and length, the first 64 KiB) for tests to check.
+
+    `session_id`: answer every successful login with this JSESSIONID instead of a fresh one (a
+    backend that lets a client fix its session id); `sessions` lists the ids handed out.
+    """
 
     received: list[Received] = field(default_factory=list)
     incomplete: int = 0
+    session_id: str | None = None
+    sessions: list[str] = field(default_factory=list)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 30)
@@ -75,7 +81,8 @@ class SampleBackend:
         body = soap_response(op, version, ok)
         response = web.Response(body=body, content_type="text/xml", charset="utf-8")
         if op in ("login", "ssoLogin") and ok:
-            response.set_cookie("JSESSIONID", secrets.token_hex(16), path="/")
+            self.sessions.append(self.session_id or secrets.token_hex(16))
+            response.set_cookie("JSESSIONID", self.sessions[-1], path="/")
         return response
 
 

@@ -209,7 +209,7 @@ def decide_issue_token(
     assert integration is not None
     if lookups.nonce_fresh is None:
         return CheckNonce(scope=ISSUE_TOKEN_SCOPE_PREFIX + consumer_key, nonce=auth.get("oauth_nonce") or "",
-                          ttl_seconds=2 * settings.timestamp_skew_seconds)
+                          ttl_seconds=tba.nonce_ttl(settings.timestamp_skew_seconds))
     if not lookups.nonce_fresh:
         return Reject(Reason.INVALID_LOGIN, who, sub_reason=tba.NONCE_USED)
     if not integration.auth.tba_issue_token_endpoint:

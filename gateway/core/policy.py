@@ -363,7 +363,8 @@ def decide_token_request(
     assert integration is not None and token is not None
     who = replace(who, user=token.user, role=token.role)
     if lookups.nonce_fresh is None:
-        return CheckNonce(scope=token.token_id, nonce=nonce, ttl_seconds=2 * settings.timestamp_skew_seconds)
+        return CheckNonce(scope=token.token_id, nonce=nonce,
+                          ttl_seconds=tba.nonce_ttl(settings.timestamp_skew_seconds))
     if not lookups.nonce_fresh:
         return Reject(Reason.INVALID_LOGIN, who, sub_reason=tba.NONCE_USED)
     if installation is None:

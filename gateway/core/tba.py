@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import math
 import re
 from typing import Final
 
@@ -60,9 +61,19 @@ def nonce_acceptable(nonce: str | None) -> bool:
 
 
 def timestamp_acceptable(timestamp: str | None, now: float, skew: int) -> bool:
+    """Whole seconds on both sides: the client can only send whole seconds, so the edge
+    (`skew` seconds either way) must not depend on the fraction of a second the clock is at."""
     if timestamp is None or _TIMESTAMP_RE.fullmatch(timestamp.strip()) is None:
         return False
-    return abs(now - int(timestamp.strip())) <= skew
+    return abs(math.floor(now) - int(timestamp.strip())) <= skew
+
+
+def nonce_ttl(skew: int) -> int:
+    """How long a claimed nonce is remembered: "twice the timestamp window" of SPEC section 3,
+    plus the one second the inclusive edges add. A timestamp T is accepted while the clock's
+    whole second lies in [T - skew, T + skew], i.e. for 2 * skew + 1 seconds of real time, so a
+    shorter memory would let the nonce be replayed in the window's last second."""
+    return 2 * skew + 1
 
 
 def compute_signature(

@@ -17,6 +17,11 @@ from gateway.store.ports import RequestStore
 _MAX_ROUNDS = 4
 
 
+def clock() -> float:
+    """The `now` every decision is taken at (one place, so tests can pin the TBA window edges)."""
+    return time.time()
+
+
 async def fetch_lookups(store: RequestStore, plan: LookupPlan, *, auto_register: bool) -> Lookups:
     """Everything the plan names, mostly from the local cache; the session (shared across
     replicas) first, since it may name the account and the record."""
@@ -46,7 +51,7 @@ async def settle(
 ) -> Forward | Reject:
     """Run `decide_once` until it gives a Forward or Reject, doing the store work it asks for."""
     for _ in range(_MAX_ROUNDS):
-        decision = decide_once(lookups, time.time())
+        decision = decide_once(lookups, clock())
         match decision:
             case Forward() | Reject():
                 return decision

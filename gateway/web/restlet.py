@@ -30,7 +30,7 @@ from gateway.core.records import InstalledVia
 from gateway.errors import StoreUnavailable
 from gateway.web.context import ProxyContext
 from gateway.web.exchange import Exchange
-from gateway.web.forward import identity_headers, upstream_request_headers
+from gateway.web.forward import client_response_headers, identity_headers, upstream_request_headers
 from gateway.web.relay import relay_response, upstream_failed
 from gateway.web.resolve import fetch_lookups, settle
 
@@ -141,7 +141,7 @@ class IssueTokenProxy(RestletProxy):
                       upstream: aiohttp.ClientResponse) -> web.StreamResponse:
         if upstream.status != 200:
             return await relay_response(request, ex, upstream)
-        body = await upstream.content.read(_ISSUE_TOKEN_RESPONSE_CAP)
+        body = await _read_whole(upstream, _ISSUE_TOKEN_RESPONSE_CAP)
         ex.response_bytes = len(body)
         ex.response_doc.add(body)
         ex.http_status = upstream.status
@@ -154,11 +154,21 @@ class IssueTokenProxy(RestletProxy):
             token_id, token_secret = issued
             await self.ctx.store.save_issued_token(who.account, who.integration, who.user, who.role,
                                                    token_id, token_secret)
-        response = web.Response(status=upstream.status, body=body, headers={
-            k: v for k, v in upstream.headers.items()
-            if k.lower() not in ("content-length", "transfer-encoding", "connection", "keep-alive")})
+        response = web.Response(status=upstream.status, body=body, headers=client_response_headers(upstream.headers))
         response.headers["X-Request-Id"] = ex.request_id
         return response
+
+
+async def _read_whole(upstream: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The whole answer (`read(n)` would return only what has arrived so far, and the token
+    would be neither captured nor relayed whole). Over `cap` it is no token answer: the
+    exchange fails as an upstream error rather than relaying it cut short."""
+    collected = bytearray()
+    while chunk := await upstream.content.readany():
+        collected += chunk
+        if len(collected) > cap:
+            raise aiohttp.ClientPayloadError("issue token answer over the size cap")
+    return bytes(collected)
 
 
 def _issued_token(body: bytes) -> tuple[str, str] | None:

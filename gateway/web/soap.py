@@ -222,7 +222,14 @@ class SoapProxy:
         ctx = self.ctx
         binding = decision.open_session
         assert binding is not None
-        body = await upstream.content.read(_LOGIN_RESPONSE_CAP)
+        # read(n) returns what has arrived so far, not n bytes: collect the whole answer, or it
+        # would be judged (isSuccess) and relayed cut short.
+        collected = bytearray()
+        while chunk := await upstream.content.readany():
+            collected += chunk
+            if len(collected) > _LOGIN_RESPONSE_CAP:  # no real login answer; never relay it cut
+                raise aiohttp.ClientPayloadError("login answer over the size cap")
+        body = bytes(collected)
         ex.response_bytes = len(body)
         ex.response_doc.add(body)
         offered = parse_cookies(request.headers.getall("Cookie", [])).jsessionid

@@ -1,0 +1,299 @@
+"""RESTlets (SPEC section 3) through the proxy, signed by real OAuth 1.0a clients: oauthlib's
+`Client` and requests-oauthlib's `OAuth1` (a prepared request's header; no network)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from typing import Any
+
+import pytest
+import requests
+from multidict import CIMultiDict
+from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, SIGNATURE_HMAC_SHA256, Client
+from requests_oauthlib import OAuth1
+
+from gateway.store import keyspace as ks
+from gateway.store.logstore import LogQuery
+from tests.factories import get_body, make_envelope, token_passport_xml
+from tests.web.conftest import MakeRig, Rig, Tenant
+
+PATH = "/app/site/hosting/restlet.nl"
+QUERY = "?script=12&deploy=1"
+
+
+def oauth_header(t: Tenant, url: str, method: str = "GET", *, body: str | None = None,
+                 realm: str | None = None, **client_kw: Any) -> str:
+    """oauthlib's own signer (realm = account, HMAC-SHA256 unless told)."""
+    kw: dict[str, Any] = {"signature_method": SIGNATURE_HMAC_SHA256} | client_kw
+    client = Client(kw.pop("client_key", t.integration["consumer_key"]),
+                    client_secret=kw.pop("client_secret", t.integration["consumer_secret"]),
+                    resource_owner_key=kw.pop("resource_owner_key", t.token["token_id"]),
+                    resource_owner_secret=kw.pop("resource_owner_secret", t.token["token_secret"]),
+                    realm=realm or t.account, **kw)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    _, signed, _ = client.sign(url, http_method=method, body=body, headers=headers)
+    return str(signed["Authorization"])
+
+
+def text(value: str | bytes) -> str:
+    """requests-oauthlib leaves some prepared header values as bytes."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def url_of(rig: Rig, query: str = QUERY) -> str:
+    return str(rig.client.make_url(PATH + query))
+
+
+async def json_error(resp: Any) -> str:
+    data = json.loads(await resp.text())
+    assert set(data) == {"error"} and set(data["error"]) == {"code", "message"}
+    assert resp.headers["Content-Type"].startswith("application/json")
+    return str(data["error"]["code"])
+
+
+async def logged(rig: Rig, request_id: str) -> dict[str, Any]:
+    await rig.flush_logs()
+    found = await rig.store.logs.find(request_id)
+    assert found is not None, request_id
+    return dict(found[1])
+
+
+async def refused(rig: Rig, status: int, code: str, *, method: str = "GET", query: str = QUERY,
+                  headers: Any = None, data: Any = None) -> dict[str, Any]:
+    rid = "rl-" + secrets.token_hex(8)
+    hdrs = CIMultiDict(headers or {})
+    hdrs["X-Request-Id"] = rid
+    before = len(rig.backend.received)
+    resp = await rig.client.request(method, PATH + query, headers=hdrs, data=data)
+    assert resp.status == status, await resp.text()
+    assert await json_error(resp) == code
+    assert len(rig.backend.received) == before
+    return await logged(rig, rid)
+
+
+async def test_oauthlib_signed_get_is_forwarded(make_rig: MakeRig) -> None:
+    rig = await make_rig()
+    t = await rig.tenant()
+    auth = oauth_header(t, url_of(rig))
+    resp = await rig.client.get(PATH + QUERY, headers={"Authorization": auth, "X-Request-Id": "rl-get-1"})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["method"] == "GET"
+    got = rig.backend.received[-1]
+    assert got.path == PATH + QUERY and got.headers["Authorization"] == auth
+    assert got.headers["X-Gateway-Auth-Method"] == "oauth1"
+    assert got.headers["X-Gateway-Account"] == t.account
+    assert got.headers["X-Gateway-Integration"] == t.integration["id"]
+    assert got.headers["X-Gateway-User"] == "jane@example.com" and got.headers["X-Gateway-Role"] == "3"
+    entry = await logged(rig, "rl-get-1")
+    assert entry["outcome"] == "forwarded" and entry["auth_method"] == "oauth1"
+    assert entry["operation"] == "restlet" and entry["integration_id"] == t.integration["id"]
+    sig = auth.split('oauth_signature="')[1].split('"')[0]
+    assert sig not in str(entry)
+
+
+async def test_requests_oauthlib_signed_post_with_json_is_forwarded(make_rig: MakeRig) -> None:
+    rig = await make_rig()
+    t = await rig.tenant()
+    payload = {"customer": 42, "lines": [1, 2, 3], "note": "ünïcode"}
+    oauth = OAuth1(t.integration["consumer_key"], client_secret=t.integration["consumer_secret"],
+                   resource_owner_key=t.token["token_id"], resource_owner_secret=t.token["token_secret"],
+                   signature_method=SIGNATURE_HMAC_SHA256, realm=t.account)
+    prepared = requests.Request("POST", url_of(rig), json=payload, auth=oauth).prepare()
+    headers = {k: text(prepared.headers[k]) for k in ("Authorization", "Content-Type")}
+    body = prepared.body if isinstance(prepared.body, bytes) else str(prepared.body).encode()
+    resp = await rig.client.post(PATH + QUERY, data=body, headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["method"] == "POST"
+    got = rig.backend.received[-1]
+    assert got.body_sha256 == hashlib.sha256(body).hexdigest()
+    assert got.headers["X-Gateway-Auth-Method"] == "oauth1"
+
+
+async def test_oauthlib_signed_post_with_a_body_hash_is_forwarded(make_rig: MakeRig) -> None:
+    """oauthlib adds `oauth_body_hash` for non-form bodies: it is one more signed parameter."""
+    rig = await make_rig()
+    t = await rig.tenant()
+    body = json.dumps({"id": 7})
+    auth = oauth_header(t, url_of(rig), "POST", body=body)
+    assert "oauth_body_hash" in auth
+    resp = await rig.client.post(PATH + QUERY, data=body, headers={
+        "Authorization": auth, "Content-Type": "application/json"})
+    assert resp.status == 200, await resp.text()
+
+
+async def test_requests_oauthlib_get_with_lowercase_scheme(make_rig: MakeRig) -> None:
+    rig = await make_rig()
+    t = await rig.tenant()
+    oauth = OAuth1(t.integration["consumer_key"], client_secret=t.integration["consumer_secret"],
+                   resource_owner_key=t.token["token_id"], resource_owner_secret=t.token["token_secret"],
+                   signature_method=SIGNATURE_HMAC_SHA256, realm=t.account)
+    prepared = requests.Request("GET", url_of(rig, "?script=12&deploy=1&q=a+b%2Fc"), auth=oauth).prepare()
+    auth = text(prepared.headers["Authorization"]).replace("OAuth ", "oauth ", 1)
+    resp = await rig.client.get(PATH + "?script=12&deploy=1&q=a+b%2Fc", headers={"Authorization": auth})
+    assert resp.status == 200, await resp.text()
+
+
+async def test_authorization_headers_none_or_several_are_401(make_rig: MakeRig) -> None:
+    rig = await make_rig()
+    t = await rig.tenant()
+    auth = oauth_header(t, url_of(rig))
+    entry = await refused(rig, 401, "WS_LOG_IN_REQD")
+    assert entry["reason"] == "credentials_required"
+    two = CIMultiDict([("Authorization", auth), ("Authorization", auth)])
+    await refused(rig, 401, "WS_LOG_IN_REQD", headers=two)
+    await refused(rig, 401, "WS_LOG_IN_REQD", headers={"Authorization": "Basic dXNlcjpwdw=="})
+
+
+async def test_bad_signatures_are_401_invalid_login(make_rig: MakeRig) -> None:
+    rig = await make_rig()
+    t = await rig.tenant()
+    wrong = oauth_header(t, url_of(rig), resource_owner_secret="0" * 64)
+    entry = await refused(rig, 401, "INVALID_LOGIN_ATTEMPT", headers={"Authorization": wrong})
+    assert (entry["reason"], entry["sub_reason"]) == ("invalid_login", "signature_invalid")
+    # Signed for deploy=1, sent with deploy=2; signed as GET, sent as POST.
+    signed = oauth_header(t, url_of(rig))
+    entry = await refused(rig, 401, "INVALID_LOGIN_ATTEMPT", headers={"Authorization": signed},
+                          query="?script=12&deploy=2")
+    assert entry["sub_reason"] == "signature_invalid"
+    entry = await refused(rig, 401, "INVALID_LOGIN_ATTEMPT", method="POST", headers={"Authorization": signed})
+    assert entry["sub_reason"] == "signature_invalid"
+
+
+@pytest.mark.parametrize(
+    ("client_kw", "sub_reason"),
+    [
+        ({"signature_method": SIGNATURE_HMAC_SHA1}, "algorithm_refused"),
+        ({"timestamp": str(int(time.time()) - 400)}, "timestamp_refused"),
+        ({"nonce": "short"}, "nonce_rejected"),
+        ({"client_key": "f" * 64}, "consumer_key_unknown"),
+        ({"resource_owner_key": "e" * 64}, "token_unknown"),
+    ],
+)
+async def test_every_sub_reason_is_a_401(make_rig: MakeRig, client_kw: dict[str, str], sub_reason: str) -> None:
+    rig = await make_rig()
+    t = await rig.tenant()
+    auth = oauth_header(t, url_of(rig), **client_kw)
+    entry = await refused(rig, 401, "INVALID_LOGIN_ATTEMPT", headers={"Authorization": auth})
+    assert entry["sub_reason"] == sub_reason and entry["auth_method"] == "oauth1"
+
+
+async def test_unknown_account_is_401_invalid_acct(make_rig: MakeRig) -> None:
+    rig = await make_rig()
+    t = await rig.tenant()
+    auth = oauth_header(t, url_of(rig), realm="55555NOSUCH")
+    entry = await refused(rig, 401, "INVALID_ACCT", headers={"Authorization": auth})
+    assert entry["reason"] == "invalid_account"
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"state": "blocked"}, "WS_REQUEST_BLOCKED"),
+        ({"state": "waiting_for_approval"}, "WS_REQUEST_BLOCKED"),
+        ({"auth": {"token_based": False}}, "INVALID_LOGIN_ATTEMPT"),
+    ],
+)
+async def test_blocked_waiting_not_permitted_are_403(make_rig: MakeRig, change: dict[str, Any], code: str) -> None:
+    rig = await make_rig()
+    t = await rig.tenant()
+    await rig.store.registry.update_integration(t.account, t.integration["id"], change, "test")
+    entry = await refused(rig, 403, code, headers={"Authorization": oauth_header(t, url_of(rig))})
+    assert entry["integration_id"] == t.integration["id"]
+
+
+async def test_wrong_signature_on_a_blocked_record_is_401(make_rig: MakeRig) -> None:
+    rig = await make_rig()
+    t = await rig.tenant()
+    await rig.store.registry.update_integration(t.account, t.integration["id"], {"state": "blocked"}, "test")
+    auth = oauth_header(t, url_of(rig), resource_owner_secret="0" * 64)
+    entry = await refused(rig, 401, "INVALID_LOGIN_ATTEMPT", headers={"Authorization": auth})
+    assert entry["sub_reason"] == "signature_invalid"
+
+
+@pytest.mark.parametrize("soap_first", [True, False])
+async def test_nonce_is_shared_between_tba_and_restlets(make_rig: MakeRig, soap_first: bool) -> None:
+    rig = await make_rig()
+    t = await rig.tenant()
+    nonce, now = "sharedAcross" + secrets.token_hex(4), str(int(time.time()))
+    soap = make_envelope(get_body("2024_2"), [token_passport_xml(
+        "2024_2", t.account, t.integration["consumer_key"], t.integration["consumer_secret"],
+        t.token["token_id"], t.token["token_secret"], nonce=nonce, timestamp=now)])
+    auth = oauth_header(t, url_of(rig), nonce=nonce, timestamp=now)
+    if soap_first:
+        assert (await rig.soap("2024_2", soap)).status == 200
+        entry = await refused(rig, 401, "INVALID_LOGIN_ATTEMPT", headers={"Authorization": auth})
+        assert entry["sub_reason"] == "nonce_used"
+    else:
+        assert (await rig.client.get(PATH + QUERY, headers={"Authorization": auth})).status == 200
+        resp = await rig.soap("2024_2", soap)
+        assert resp.status == 500 and "INVALID_LOGIN_ATTEMPT" in await resp.text()
+    assert len(rig.backend.received) == 1
+
+
+async def test_replayed_restlet_request_is_refused(make_rig: MakeRig) -> None:
+    rig = await make_rig()
+    t = await rig.tenant()
+    auth = oauth_header(t, url_of(rig))
+    assert (await rig.client.get(PATH + QUERY, headers={"Authorization": auth})).status == 200
+    entry = await refused(rig, 401, "INVALID_LOGIN_ATTEMPT", headers={"Authorization": auth})
+    assert entry["sub_reason"] == "nonce_used"
+
+
+def nlauth(account: str, email: str = "joe@example.com", role: str = "3") -> str:
+    return (f'NLAuth nlauth_account={account}, nlauth_email={email}, nlauth_signature=Pa55w0rd!, '
+            f'nlauth_role={role}, nlauth_application_id=00000000-0000-0000-0000-000000000000')
+
+
+async def test_nlauth_is_forwarded_unattributed_even_when_the_record_is_blocked(make_rig: MakeRig) -> None:
+    rig = await make_rig()
+    t = await rig.tenant()
+    await rig.store.registry.update_integration(t.account, t.integration["id"], {"state": "blocked"}, "test")
+    header = nlauth(t.account)
+    resp = await rig.client.post(PATH + QUERY, json={"a": 1},
+                                 headers={"Authorization": header, "X-Request-Id": "rl-nl-1"})
+    assert resp.status == 200, await resp.text()
+    got = rig.backend.received[-1].headers
+    assert got["Authorization"] == header
+    assert got["X-Gateway-Auth-Method"] == "nlauth" and got["X-Gateway-Integration"] == "none"
+    assert got["X-Gateway-User"] == "joe@example.com"
+    entry = await logged(rig, "rl-nl-1")
+    assert entry["auth_method"] == "nlauth" and entry["integration_id"] == "none"
+    assert entry["account"] == t.account and entry["outcome"] == "forwarded"
+    assert "Pa55w0rd!" not in json.dumps(entry)
+    # Only in the usage log: the record's execution log does not hold it.
+    entries, _ = await rig.store.logs.query(ks.execution_log(t.account, t.integration["id"]), LogQuery())
+    assert all(e.get("request_id") != "rl-nl-1" for e in entries)
+    usage, _ = await rig.store.logs.query(ks.usage_log(t.account), LogQuery())
+    assert any(e.get("request_id") == "rl-nl-1" for e in usage)
+
+
+async def test_nlauth_unknown_account_is_401(make_rig: MakeRig) -> None:
+    rig = await make_rig()
+    entry = await refused(rig, 401, "INVALID_ACCT", headers={"Authorization": nlauth("77777NOSUCH")})
+    assert entry["auth_method"] == "nlauth"
+
+
+async def test_public_base_url_is_the_signed_uri(make_rig: MakeRig) -> None:
+    rig = await make_rig(public_base_url="https://gateway.example.com")
+    t = await rig.tenant()
+    public = "https://gateway.example.com" + PATH + QUERY
+    resp = await rig.client.get(PATH + QUERY, headers={"Authorization": oauth_header(t, public)})
+    assert resp.status == 200, await resp.text()
+    # Signed for the address the gateway listens on, not the public one: refused.
+    entry = await refused(rig, 401, "INVALID_LOGIN_ATTEMPT", headers={"Authorization": oauth_header(t, url_of(rig))})
+    assert entry["sub_reason"] == "signature_invalid"
+    # Default port and host case do not matter (RFC 5849 3.4.1.2).
+    resp = await rig.client.get(PATH + QUERY, headers={
+        "Authorization": oauth_header(t, "https://GATEWAY.example.com:443" + PATH + QUERY)})
+    assert resp.status == 200, await resp.text()
+
+
+async def test_without_public_base_url_the_request_host_is_signed(make_rig: MakeRig) -> None:
+    rig = await make_rig()
+    t = await rig.tenant()
+    entry = await refused(rig, 401, "INVALID_LOGIN_ATTEMPT", headers={
+        "Authorization": oauth_header(t, "https://gateway.example.com" + PATH + QUERY)})
+    assert entry["sub_reason"] == "signature_invalid"
