@@ -1,17 +1,32 @@
 """Prometheus metrics (SPEC section 7) with bounded label values.
 
 The `integration` label is an internal id, never an application ID. At most
-`max_integration_labels` distinct ids get their own series; the rest share `other`.
+`max_integration_labels` distinct ids get their own series (`none`, `default` and `other` not
+counted); the rest share `other`, and the info metric is capped by the same set.
+
+Several workers (`--workers N`) share one `/metrics`: prometheus_client's multiprocess mode.
+The parent calls `prepare_multiprocess_dir(data_dir)` before it spawns the workers, so every
+worker imports prometheus_client with `PROMETHEUS_MULTIPROC_DIR` set and keeps its samples in
+memory-mapped files there; `GatewayMetrics.registry` then reads all workers' files at scrape
+time (gauges: in-flight requests and log buffer summed over live workers, the info metric
+their maximum). With one worker nothing of this applies.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
+import time
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 UNBOUNDED = ("none", "default", "other")
+NOT_RECORDS = ("", "none", "default", "other")
+INFO_REFRESH_SECONDS = 60.0  # a renamed record shows under its new name within this
 
 
 class LabelCap:
@@ -31,13 +46,65 @@ class LabelCap:
                 return value
         return "other"
 
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+def prepare_multiprocess_dir(data_dir: Path) -> Path:
+    """A fresh, empty `data_dir/metrics` named in the environment the workers inherit.
+
+    Emptied at every start: files of a previous run would add its counts to this one's."""
+    path = (data_dir / "metrics").resolve()
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, mode=0o700)
+    os.environ[MULTIPROC_ENV] = str(path)
+    return path
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory when this process records into one, else None."""
+    path = os.environ.get(MULTIPROC_ENV)
+    return path if path and os.path.isdir(path) else None
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Drop an exited worker's live gauges (its counters keep counting in the totals)."""
+    path = multiprocess_dir()
+    if path is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+
+
+def _exposition_registry(own: CollectorRegistry) -> CollectorRegistry:
+    path = multiprocess_dir()
+    if path is None:
+        return own
+    from prometheus_client import multiprocess, values
+
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        # prometheus_client was imported before the directory was named: record into it anyway.
+        values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    return registry
+
 
 class GatewayMetrics:
+    """All metric families of one process.
+
+    `registry` is what `/metrics` serves: the families themselves, or, in multiprocess mode
+    (no `registry` given and `PROMETHEUS_MULTIPROC_DIR` set), a collector over every worker.
+    Tests pass a fresh `CollectorRegistry()`.
+    """
+
     def __init__(self, max_integration_labels: int = 500, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+        own = registry if registry is not None else CollectorRegistry()
+        self.registry = registry if registry is not None else _exposition_registry(own)
         self.integration_label = LabelCap(max_integration_labels)
         self._operations = LabelCap(200)
-        r = self.registry
+        self._versions = LabelCap(100)  # a namespace may name any YYYY_N, supported or not
+        r = own
         self.requests = Counter(
             "gateway_requests_total", "Requests decided by the gateway.",
             ["integration", "operation", "outcome", "reason", "endpoint_version", "auth_method"], registry=r)
@@ -50,16 +117,18 @@ class GatewayMetrics:
         self.upstream_duration = Histogram(
             "gateway_upstream_duration_seconds", "Time from forwarding to the upstream's response headers.",
             ["integration"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.inflight = Gauge("gateway_inflight_requests", "Requests in flight on the proxy listener.", registry=r)
+        self.inflight = Gauge("gateway_inflight_requests", "Requests in flight on the proxy listener.",
+                              registry=r, multiprocess_mode="livesum")
         self.store_errors = Counter(
             "gateway_store_errors_total", "Redis operations that failed.", ["operation"], registry=r)
         self.upstream_errors = Counter(
             "gateway_upstream_errors_total", "Upstream failures.", ["kind"], registry=r)
         self.integration_info = Gauge(
             "gateway_integration_info", "Integration records seen (value 1).",
-            ["integration", "name", "owner_account"], registry=r)
+            ["integration", "name", "owner_account"], registry=r, multiprocess_mode="max")
         self.log_buffer_depth = Gauge(
-            "gateway_log_buffer_entries", "Log entries waiting to be written.", registry=r)
+            "gateway_log_buffer_entries", "Log entries waiting to be written.", registry=r,
+            multiprocess_mode="livesum")
         self.log_dropped = Counter(
             "gateway_log_entries_dropped_total", "Log entries dropped because the buffer was full.", registry=r)
         self.cache_lookups = Counter(
@@ -68,22 +137,45 @@ class GatewayMetrics:
             "gateway_invalidation_lag_seconds", "Delay between a record change and this replica dropping it.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0), registry=r)
         self.sessions_opened = Counter("gateway_sessions_opened_total", "Sessions opened.", registry=r)
-        self._info_seen: set[str] = set()
+        self._info: dict[str, tuple[str, str]] = {}  # id -> (name, owner_account) exported
+        self._info_checked: dict[str, float] = {}  # id -> monotonic time of the last look-up
 
     def record_request(
         self, *, integration: str, operation: str, outcome: str, reason: str, endpoint_version: str,
         auth_method: str, duration: float,
     ) -> None:
         label = self.integration_label(integration)
-        self.requests.labels(label, self._operations(operation), outcome, reason, endpoint_version,
+        self.requests.labels(label, self._operations(operation), outcome, reason, self._versions(endpoint_version),
                              auth_method).inc()
         self.duration.labels(label, outcome).observe(duration)
 
+    def observe_upstream(self, integration: str, seconds: float) -> None:
+        self.upstream_duration.labels(self.integration_label(integration)).observe(seconds)
+
+    def info_due(self, integration_id: str, now: float | None = None) -> bool:
+        """Whether the record's name should be looked up (first sight, or a while since): a
+        True answer counts as the look-up, so concurrent requests do not all ask."""
+        if integration_id in NOT_RECORDS or self.integration_label(integration_id) == "other":
+            return False
+        moment = time.monotonic() if now is None else now
+        last = self._info_checked.get(integration_id)
+        if last is not None and moment - last < INFO_REFRESH_SECONDS:
+            return False
+        self._info_checked[integration_id] = moment
+        return True
+
     def note_integration(self, integration_id: str, name: str, owner_account: str) -> None:
-        if integration_id in self._info_seen:
-            return
+        """`gateway_integration_info{integration, name, owner_account} 1`; a rename replaces
+        the series (set to 0 first: in multiprocess mode a removed series lingers in the file)."""
         label = self.integration_label(integration_id)
-        if label == "other":
+        if label in NOT_RECORDS:
             return
-        self._info_seen.add(integration_id)
+        current = (name, owner_account)
+        previous = self._info.get(label)
+        if previous == current:
+            return
+        if previous is not None:
+            self.integration_info.labels(label, *previous).set(0)
+            self.integration_info.remove(label, *previous)
+        self._info[label] = current
         self.integration_info.labels(label, name, owner_account).set(1)
