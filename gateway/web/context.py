@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,16 +18,18 @@ from gateway.core.faults import fault_status, render_fault, render_json_error
 from gateway.core.policy import PolicySettings
 from gateway.core.reasons import Reason
 from gateway.core.versions import Version, version_tag
+from gateway.errors import StoreUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.store.ports import RequestStore
 from gateway.web.exchange import Exchange
 from gateway.web.forward import accept_request_id, client_ip
+from gateway.web.logwriter import LogItem
 
 log = logging.getLogger("gateway.proxy")
 
 
 class LogSink(Protocol):
-    def submit(self, entry: Mapping[str, Any]) -> bool: ...
+    def submit(self, entry: LogItem) -> bool: ...
 
 
 @dataclass
@@ -55,23 +57,41 @@ class ProxyContext:
         rid = accept_request_id(request.headers.get("X-Request-Id"), uuid.uuid4().hex)
         ip = client_ip(request.remote, request.headers.getall("X-Forwarded-For", []),
                        self.settings.trusted_proxies)
-        return Exchange(request_id=rid, client_ip=ip, doc_cap=self.settings.log.max_document_bytes)
+        ex = Exchange(request_id=rid, client_ip=ip, doc_cap=self.settings.log.max_document_bytes)
+        cookies = request.headers.getall("Cookie", [])
+        if cookies:
+            ex.cookie = "; ".join(cookies)
+        return ex
 
     def finish(self, ex: Exchange) -> None:
-        """Metrics and the log entry for a finished exchange; never raises."""
+        """Metrics and the log entry for a finished exchange; never raises. The entry itself
+        (redaction, JSON) is built by the log writer, off the request path."""
         try:
+            ex.finish()
+            integration = ex.who.integration
             self.metrics.record_request(
-                integration=ex.who.integration, operation=ex.operation, outcome=ex.outcome,
+                integration=integration, operation=ex.operation, outcome=ex.outcome,
                 reason=ex.reason or "none", endpoint_version=version_tag(ex.version),
                 auth_method=ex.who.auth_method.value, duration=ex.duration)
             if ex.decided_after is not None:
                 self.metrics.inspection.observe(ex.decided_after)
             if ex.upstream_seconds is not None:
-                self.metrics.upstream_duration.labels(
-                    self.metrics.integration_label(ex.who.integration)).observe(ex.upstream_seconds)
-            self.logs.submit(ex.log_entry())
+                self.metrics.observe_upstream(integration, ex.upstream_seconds)
+            if self.metrics.info_due(integration):
+                self.spawn(self._note_integration(integration))
+            self.logs.submit(ex.log_entry)
         except Exception:  # the log never fails a request
             log.exception("could not record request %s", ex.request_id)
+
+    async def _note_integration(self, integration_id: str) -> None:
+        """The info metric's name and owner, from the record cache: a Redis read only the first
+        time (and after a record change dropped the cache), never one per request."""
+        try:
+            view = await self.store.get_integration(integration_id)
+        except StoreUnavailable:
+            return  # asked again after INFO_REFRESH_SECONDS
+        if view is not None:
+            self.metrics.note_integration(view.id, view.name, view.owner_account)
 
     def fault_response(self, ex: Exchange, reason: Reason, version: Version | None, *,
                        sub_reason: str | None = None, outcome: str = "rejected") -> web.Response:

@@ -1,4 +1,9 @@
-"""One request's record as it passes the gateway: becomes a log entry and metric samples."""
+"""One request's record as it passes the gateway: becomes a log entry and metric samples.
+
+Documents are captured as they stream past (the first `log.max_document_bytes` of each, never
+the whole body) and redacted only when the entry is built, which the log writer does off the
+request path (`Exchange.log_entry` is the callable it is handed).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,17 @@ from typing import Any
 from gateway.core.decision import Attribution
 from gateway.core.reasons import FAULTS, Reason
 from gateway.core.records import mask_application_id
-from gateway.core.redaction import mask_application_ids, redact_authorization, redact_json, redact_xml
+from gateway.core.redaction import (
+    cap_text,
+    mask_application_ids,
+    redact_authorization,
+    redact_cookie,
+    redact_json,
+    redact_xml,
+)
 from gateway.core.versions import Version, version_tag
+
+HEADER_CAP = 4096  # a stored (redacted) header; the head may be up to limits.max_head_bytes
 
 
 @dataclass(slots=True)
@@ -49,6 +63,8 @@ class Exchange:
     upstream_seconds: float | None = None
     json_documents: bool = False
     authorization: str | None = None
+    cookie: str | None = None
+    finished: float | None = None
     request_doc: Capture = field(init=False)
     response_doc: Capture = field(init=False)
 
@@ -66,9 +82,14 @@ class Exchange:
         if self.decided_after is None:
             self.decided_after = time.monotonic() - self.started
 
+    def finish(self) -> None:
+        """Stop the clock: metrics and the (later built) log entry report one duration."""
+        if self.finished is None:
+            self.finished = time.monotonic()
+
     @property
     def duration(self) -> float:
-        return time.monotonic() - self.started
+        return (self.finished if self.finished is not None else time.monotonic()) - self.started
 
     def log_entry(self) -> dict[str, Any]:
         redact = redact_json if self.json_documents else redact_xml
@@ -96,5 +117,16 @@ class Exchange:
             "response_document": redact(bytes(self.response_doc.data), self.doc_cap),
         }
         if self.authorization:
-            entry["authorization"] = mask_application_ids(redact_authorization(self.authorization))
+            entry["authorization"] = cap_text(logged_authorization(self.authorization), HEADER_CAP)
+        if self.cookie:
+            entry["cookie"] = cap_text(redact_cookie(self.cookie), HEADER_CAP)
         return entry
+
+
+def logged_authorization(value: str) -> str:
+    """NLAuth and OAuth keep their parameters (signatures and passwords masked); any other
+    scheme (Basic, Bearer...) is a credential as a whole and keeps only its name."""
+    scheme = value.strip().split(None, 1)[0] if value.strip() else ""
+    if scheme.lower() in ("nlauth", "oauth"):
+        return mask_application_ids(redact_authorization(value))
+    return f"{scheme[:20]} ***".strip()

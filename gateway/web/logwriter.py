@@ -1,11 +1,16 @@
 """LogWriter: log entries leave the request path through a bounded in-process buffer.
 
 `submit(entry)` never blocks and never raises: when the buffer (`log.buffer_entries`) is full
-the new entry is dropped and counted. A background task writes batches (every 50 ms, or at
-once when 500 are waiting) with one `write_log_entries` call each; a failed batch goes back
-to the front of the buffer and is retried with backoff, so a Redis hiccup delays entries and
-loses none while the bound holds (delivery is at least once: a batch whose reply was lost in
-a connection failure may be written twice).
+the new entry is dropped and counted. An entry is a mapping, or a callable that builds one
+(the proxy hands over `Exchange.log_entry`, so redaction and JSON happen here, in the writer
+task, not while the client waits); an entry that fails to build is logged and skipped.
+
+A background task writes batches (every 50 ms, or at once when 500 are waiting) with one
+`write_log_entries` call each; a failed batch goes back to the front of the buffer and is
+retried with backoff, so a Redis hiccup delays entries and loses none while the bound holds
+(delivery is at least once: a batch whose reply was lost in a connection failure may be
+written twice). `gateway_log_buffer_entries` follows the depth after every write attempt
+and every idle tick; `gateway_log_entries_dropped_total` counts the drops.
 """
 
 from __future__ import annotations
@@ -13,13 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeAlias
 
 from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("gateway.logwriter")
+
+LogItem: TypeAlias = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+_BUILD_SLICE = 0.002
 
 
 class LogSink(Protocol):
@@ -43,7 +52,7 @@ class LogWriter:
         self.batch_size = batch_size
         self.interval = interval
         self.max_backoff = max_backoff
-        self._buffer: deque[Mapping[str, Any]] = deque()
+        self._buffer: deque[LogItem] = deque()
         self._inflight = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -57,7 +66,7 @@ class LogWriter:
         """Entries accepted and not yet written (the batch being written included)."""
         return len(self._buffer) + self._inflight
 
-    def submit(self, entry: Mapping[str, Any]) -> bool:
+    def submit(self, entry: LogItem) -> bool:
         """Queue one entry; False (and counted) when the buffer is full."""
         if self.depth >= self.capacity:
             self.dropped_total += 1
@@ -95,10 +104,15 @@ class LogWriter:
         while self._buffer:
             await self._write_batch()
 
+    def _report_depth(self) -> None:
+        if self.metrics is not None:
+            self.metrics.log_buffer_depth.set(self.depth)
+
     async def _run(self) -> None:
         backoff = 0.05
         while True:
             if not self._buffer:
+                self._report_depth()
                 if self._closing:
                     return
                 with contextlib.suppress(TimeoutError):
@@ -114,10 +128,10 @@ class LogWriter:
                 self.failed_batches += 1
                 if self.failed_batches == 1 or self.failed_batches % 100 == 0:
                     log.warning("log write failed (%s); %d entries buffered", e, self.depth)
+                self._report_depth()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
-            if self.metrics is not None:
-                self.metrics.log_buffer_depth.set(self.depth)
+            self._report_depth()
             if not self._closing and len(self._buffer) < self.batch_size:
                 # Let entries accumulate into a batch instead of one write per entry.
                 with contextlib.suppress(TimeoutError):
@@ -127,12 +141,38 @@ class LogWriter:
     async def _write_batch(self) -> None:
         count = min(len(self._buffer), self.batch_size)
         batch = [self._buffer.popleft() for _ in range(count)]
-        self._inflight = count
+        self._inflight += count
+        built: list[Mapping[str, Any] | None] = []
         try:
-            await self.sink.write_log_entries(batch)
+            await _build_all(batch, built)
+            await self.sink.write_log_entries([e for e in built if e is not None])
         except BaseException:
-            self._buffer.extendleft(reversed(batch))
+            # Back to the front, built ones as built: a retry does not redact them again.
+            kept = [e for e in built if e is not None] + batch[len(built):]
+            self._buffer.extendleft(reversed(kept))
             raise
         finally:
-            self._inflight = 0
-        self.written_total += count
+            self._inflight -= count
+        self.written_total += sum(e is not None for e in built)
+
+
+async def _build_all(batch: Sequence[LogItem], into: list[Mapping[str, Any] | None]) -> None:
+    """Build a batch's entries, giving the event loop back every `_BUILD_SLICE` seconds:
+    redacting a 64 KiB document takes milliseconds, and 500 of them in one go would stall
+    every request of this worker."""
+    sliced = time.perf_counter()
+    for item in batch:
+        into.append(_built(item))
+        if time.perf_counter() - sliced > _BUILD_SLICE:
+            await asyncio.sleep(0)
+            sliced = time.perf_counter()
+
+
+def _built(item: LogItem) -> Mapping[str, Any] | None:
+    if not callable(item):
+        return item
+    try:
+        return item()
+    except Exception:
+        log.exception("could not build a log entry")
+        return None
