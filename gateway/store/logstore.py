@@ -4,9 +4,12 @@ Streams: the account's usage log `{acct:A}:log:usage` (every request of the acco
 execution log `{acct:A}:log:exec:ID` (requests attributed to a real integration record), and
 `log:global` for entries without an account. Each entry is one stream field `j` holding the
 entry's JSON. Retention: XTRIM MINID (now - 21 days, 7 for sandbox accounts) on each append,
-XADD MAXLEN `log.max_entries_per_stream` (approximate above 1000 entries, where exactness
+MAXLEN `log.max_entries_per_stream` (approximate above 1000 entries, where exactness
 costs and nobody counts), and EXPIRE of the retention so idle streams vanish. A request id
-index `rid:<id>` -> "<stream> <entry id>" (same TTL) answers `?request_id=` searches at once.
+index `rid:<id>` -> "<stream> <entry id>" (same TTL) answers `?request_id=` searches at once;
+each usage stream keeps a queue of its entries' request ids (`<stream>:rids`) so that an
+entry trimmed away takes its index key along (the index is as large as the retained log,
+not as the last 21 days of traffic).
 
 Queries read newest first (XREVRANGE) and filter in process; the cursor is the stream id of
 the last entry returned.
@@ -30,6 +33,7 @@ from gateway.store.atomic import Client, RegistryError
 
 _CURSOR_RE = re.compile(r"\d{1,20}-\d{1,20}")
 _SCAN_CHUNK = 200
+_PIPELINE_BYTES = 1 << 20
 _SCAN_CAP = 20_000  # entries examined per query; beyond it the page ends early with a cursor
 _CLOCK_SLACK_MS = 120_000  # stream ids are write times: allow for flush delay and replica clocks
 MAX_LIMIT = 1000
@@ -47,6 +51,14 @@ class LogQuery:
     until: float | None = None
     limit: int = DEFAULT_LIMIT
     cursor: str | None = None
+
+
+_RID_PREFIX = ks.request_index("")
+
+
+def rid_queue(usage_stream: str) -> str:
+    """The request ids of a usage stream's entries, newest first (trimmed in step with it)."""
+    return usage_stream + ":rids"
 
 
 def parse_time(value: str, name: str) -> float:
@@ -138,32 +150,47 @@ class LogStore:
         return days * 86400
 
     async def write(self, entries: Sequence[Mapping[str, Any]]) -> None:
-        """All entries in one pipelined round trip (one script call each)."""
+        """Pipelined script calls, one per entry, one round trip per `_PIPELINE_BYTES` of JSON
+        (500 entries with 64 KiB documents would otherwise be one 60 MB write that outlasts the
+        client's socket timeout, and fail the same way on every retry)."""
         if not entries:
             return
         now_ms = int(self.clock() * 1000)
-        maxlen = self.settings.max_entries_per_stream
-        trim = "~" if maxlen > 1000 else "="
-        async with self.r.pipeline(transaction=False) as pipe:
+        pending = 0
+        pipe = self.r.pipeline(transaction=False)
+        try:
             for entry in entries:
-                acct = normalize_account(str(entry.get("account") or ""))
-                retention = self.retention_seconds(acct)
-                keys = [
-                    ks.usage_log(acct) if acct else ks.GLOBAL_LOG,
-                    ks.request_index(str(entry.get("request_id") or "-")),
-                ]
-                iid = str(entry.get("integration_id") or "")
-                if acct and iid not in NOT_RECORDS:
-                    keys.append(ks.execution_log(acct, iid))
-                args = [
-                    json.dumps(entry, separators=(",", ":"), default=str),
-                    maxlen,
-                    now_ms - retention * 1000,
-                    retention,
-                    trim,
-                ]
+                keys, args = self._append_call(entry, now_ms)
                 await self._append(keys=keys, args=args, client=pipe)
-            await pipe.execute()
+                pending += len(args[0])
+                if pending >= _PIPELINE_BYTES:
+                    await pipe.execute()
+                    pending = 0
+            if pending:
+                await pipe.execute()
+        finally:
+            await pipe.reset()
+
+    def _append_call(self, entry: Mapping[str, Any], now_ms: int) -> tuple[list[str], list[Any]]:
+        acct = normalize_account(str(entry.get("account") or ""))
+        retention = self.retention_seconds(acct)
+        usage = ks.usage_log(acct) if acct else ks.GLOBAL_LOG
+        rid = str(entry.get("request_id") or "-")
+        keys = [usage, rid_queue(usage), ks.request_index(rid)]
+        iid = str(entry.get("integration_id") or "")
+        if acct and iid not in NOT_RECORDS:
+            keys.append(ks.execution_log(acct, iid))
+        maxlen = self.settings.max_entries_per_stream
+        args = [
+            json.dumps(entry, separators=(",", ":"), default=str),
+            maxlen,
+            now_ms - retention * 1000,
+            retention,
+            "~" if maxlen > 1000 else "=",
+            _RID_PREFIX,
+            rid,
+        ]
+        return keys, args
 
     async def query(self, key: str, q: LogQuery) -> tuple[list[dict[str, Any]], str | None]:
         if q.request_id is not None:
