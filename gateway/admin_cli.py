@@ -216,9 +216,15 @@ def accounts_default(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- logs
 
 
+class UsageError(Exception):
+    """A combination of options the API cannot answer."""
+
+
 def _log_path(args: argparse.Namespace) -> str:
-    if getattr(args, "integration_log", False) and args.integration:
-        return f"{_acct(args)}/integrations/{args.integration}/log"
+    if getattr(args, "integration_log", False):
+        if not (args.account and args.integration):
+            raise UsageError("--integration-log needs --account and --integration")
+        return f"{_acct(args)}/integrations/{urllib.parse.quote(args.integration, safe='')}/log"
     return _acct(args) + "/usage-log" if args.account else "/usage-log"
 
 
@@ -234,6 +240,10 @@ def _log_query(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _log_line(args: argparse.Namespace, entry: dict[str, Any]) -> str:
+    return json.dumps(entry) if args.json else "  ".join(_cell(entry.get(c)) for c in LOG_COLUMNS)
+
+
 def logs_search(args: argparse.Namespace) -> int:
     data = call(args, "GET", _log_path(args), query=_log_query(args) | {"cursor": args.cursor})
     emit(args, data, data["entries"], LOG_COLUMNS)
@@ -243,17 +253,28 @@ def logs_search(args: argparse.Namespace) -> int:
 
 
 def logs_tail(args: argparse.Namespace) -> int:
-    seen: set[str] = set()
+    """The latest `--limit` entries, oldest first; with `--follow`, then each new one as it
+    is written. Polls newest first: `seen` holds the previous page only, so it stays small."""
+    seen: set[str] | None = None
+    if not args.json:
+        print("  ".join(c.upper() for c in LOG_COLUMNS))
     while True:
         entries = call(args, "GET", _log_path(args), query=_log_query(args))["entries"]
-        fresh = [e for e in reversed(entries) if str(e.get("request_id")) not in seen]
-        for entry in fresh:
-            seen.add(str(entry.get("request_id")))
-            print(json.dumps(entry) if args.json else "  ".join(_cell(entry.get(c)) for c in LOG_COLUMNS))
+        keys = [_entry_key(e) for e in entries]
+        fresh = [e for e, k in zip(entries, keys, strict=True) if seen is None or k not in seen]
+        if seen is not None and len(entries) == args.limit and len(fresh) == len(entries):
+            print(f"(more than {args.limit} new entries since the last poll: some not shown)", file=sys.stderr)
+        for entry in reversed(fresh):
+            print(_log_line(args, entry))
         if not args.follow:
             return 0
+        seen = set(keys)
         sys.stdout.flush()
         time.sleep(args.interval)
+
+
+def _entry_key(entry: dict[str, Any]) -> str:
+    return f"{entry.get('request_id')} {entry.get('time')}"
 
 
 # --------------------------------------------------------------------------- wiring
@@ -282,6 +303,9 @@ def _wrap(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
         except ApiFailure as e:
             print(f"gateway: {e}", file=sys.stderr)
             return 1
+        except UsageError as e:
+            print(f"gateway: {e}", file=sys.stderr)
+            return 2
         except (urllib.error.URLError, OSError) as e:
             print(f"gateway: cannot reach the admin API at {args.admin_url}: {e}", file=sys.stderr)
             return 1
