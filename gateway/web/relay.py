@@ -17,27 +17,51 @@ log = logging.getLogger("gateway.proxy")
 
 
 async def relay_response(request: web.Request, ex: Exchange, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-    """Status, headers and body as they come, chunk by chunk."""
+    """Status, headers and body as they come, chunk by chunk. Once the status line is out, a
+    failure on either side can only end in a cut connection; the log tells which side failed."""
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                   headers=client_response_headers(upstream.headers))
     response.headers["X-Request-Id"] = ex.request_id
     if upstream.content_length is not None:
         response.content_length = upstream.content_length
     ex.http_status = upstream.status
-    await response.prepare(request)
     try:
-        async for chunk in upstream.content.iter_any():
-            ex.response_bytes += len(chunk)
-            ex.response_doc.add(chunk)
-            await response.write(chunk)
-    except (aiohttp.ClientError, TimeoutError) as e:
-        # The status line is gone already: all that is left is to cut the client off.
-        ex.outcome, ex.reason, ex.sub_reason = "error", Reason.UPSTREAM_UNAVAILABLE.value, type(e).__name__
-        if request.transport is not None:
-            request.transport.abort()
+        await response.prepare(request)
+    except ConnectionError:
+        _client_gone(ex)
         return response
-    await response.write_eof()
+    chunks = upstream.content.iter_any()
+    while True:
+        try:
+            chunk = await anext(chunks)
+        except StopAsyncIteration:
+            break
+        except (aiohttp.ClientError, TimeoutError) as e:
+            # Reset, garbage or a stall mid-body: a client must never take a truncated answer
+            # for a whole one, so the connection is cut rather than ended cleanly.
+            ex.outcome, ex.reason, ex.sub_reason = "error", Reason.UPSTREAM_UNAVAILABLE.value, type(e).__name__
+            log.warning("upstream response cut", extra={"request_id": ex.request_id, "error": repr(e)})
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        ex.response_bytes += len(chunk)
+        ex.response_doc.add(chunk)
+        try:
+            await response.write(chunk)
+        except ConnectionError:
+            _client_gone(ex)
+            return response
+    try:
+        await response.write_eof()
+    except ConnectionError:
+        _client_gone(ex)
     return response
+
+
+def _client_gone(ex: Exchange) -> None:
+    """The client left while its answer was relayed: not an upstream failure (no fault, no
+    upstream error metric), but the entry must not claim a delivered answer."""
+    ex.outcome, ex.reason, ex.sub_reason = "error", "client_disconnected", None
 
 
 def upstream_reason(e: BaseException) -> Reason:
