@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.core.faults import JSON_CONTENT_TYPE, SOAP_CONTENT_TYPE, render_fault, render_json_error
+from gateway.core.reasons import Reason
 from gateway.web.context import ProxyContext
+from gateway.web.forward import accept_request_id
 from gateway.web.restlet import IssueTokenProxy, RestletProxy
-from gateway.web.server import mark_request_finished
+from gateway.web.server import REQUEST_ID, mark_request_finished
 from gateway.web.soap import SoapProxy
 
 log = logging.getLogger("gateway.web")
@@ -21,7 +25,8 @@ CONTEXT = web.AppKey("proxy_context", ProxyContext)
 
 @web.middleware
 async def never_a_bare_500(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Whatever escapes a handler becomes a logged 500 with an X-Request-Id, never aiohttp's page."""
+    """Whatever escapes a handler is logged and answered 500 in the route's own dialect (a SOAP
+    fault, a JSON error), with the exchange's X-Request-Id: never aiohttp's text page."""
     try:
         return await handler(request)
     except web.HTTPException as e:
@@ -29,9 +34,15 @@ async def never_a_bare_500(request: web.Request, handler: Handler) -> web.Stream
             e.headers["Allow"] = "POST"
         raise
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        rid = request.headers.get("X-Request-Id", "")
-        return web.Response(status=500, text="internal error", headers={"X-Request-Id": rid} if rid else None)
+        rid = request.get(REQUEST_ID) or accept_request_id(request.headers.get("X-Request-Id"), uuid.uuid4().hex)
+        log.exception("unhandled error on %s %s", request.method, request.path, extra={"request_id": rid})
+        # UNEXPECTED_ERROR is what a SuiteTalk client retries; the store_unavailable fault is
+        # the one the gateway has with that code.
+        if request.path.startswith("/services/"):
+            return web.Response(status=500, body=render_fault(Reason.STORE_UNAVAILABLE, None),
+                                headers={"Content-Type": SOAP_CONTENT_TYPE, "X-Request-Id": rid})
+        _, body = render_json_error(Reason.STORE_UNAVAILABLE)
+        return web.Response(status=500, body=body, headers={"Content-Type": JSON_CONTENT_TYPE, "X-Request-Id": rid})
 
 
 def create_proxy_app(ctx: ProxyContext) -> web.Application:

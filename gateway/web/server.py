@@ -1,21 +1,38 @@
-"""An aiohttp runner whose connections enforce a header read timeout (SPEC section 4).
+"""An aiohttp runner whose connections enforce a header read timeout (SPEC section 4), and
+answer broken HTTP framing quietly and at once.
 
 aiohttp has keep-alive and lingering timers but none for a client that trickles its request
 line and headers (slowloris). The guarded handler arms a timer when a connection opens, or
 when the first byte of the next request arrives, and disarms it once a whole request head
 has been parsed; if it fires, the client gets 408 with an X-Request-Id and the connection
 closes.
+
+Framing errors (Content-Length with Transfer-Encoding, two Content-Lengths, obs-fold, a bad
+chunk size: request smuggling attempts) are refused by aiohttp's parser with 400. Two things
+are changed about that: the 400 carries an X-Request-Id and is logged as one line, not as an
+ERROR with a traceback (anyone could fill the logs with them); and an error found in the
+middle of a body is handed to the request being read, which aiohttp's C parser does not do
+(the handler would otherwise wait for the rest of the body until its read timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
+from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
+
+log = logging.getLogger("gateway.http")
+
+# The exchange's request id, for whoever answers when the handler could not (app.py).
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 class GuardedRequestHandler(RequestHandler):
@@ -40,6 +57,31 @@ class GuardedRequestHandler(RequestHandler):
         if self._request_count != before:
             self._gw_disarm()
             self._gw_between_requests = False
+            self._gw_fail_current_body()
+
+    def _gw_fail_current_body(self) -> None:
+        """A parse error while a request's body is still arriving belongs to that body."""
+        current = self._current_request
+        if current is None or current.content.is_eof() or not self._messages:
+            return
+        message = self._messages[-1][0]
+        if isinstance(message, _ErrInfo) and isinstance(message.exc, Exception):
+            current.content.set_exception(message.exc)
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        rid = uuid.uuid4().hex
+        if not isinstance(exc, HttpProcessingError):
+            response = super().handle_error(request, status, exc, message)
+        else:
+            log.info("malformed HTTP request refused", extra={
+                "request_id": rid, "peer": request.remote, "status": status, "error": str(exc)[:200]})
+            if request.writer.output_size > 0:  # as aiohttp: an answer is under way, cut it
+                raise ConnectionError("response already started")
+            response = web.Response(status=status, text=f"{HTTPStatus(status).phrase}\n")
+            response.force_close()
+        response.headers["X-Request-Id"] = rid
+        return response
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._gw_disarm()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.core.cookies import parse_cookies, strip_jsessionid
 from gateway.core.decision import Forward, Reject
@@ -27,6 +28,7 @@ from gateway.web.exchange import Exchange
 from gateway.web.forward import client_response_headers, identity_headers, upstream_request_headers
 from gateway.web.relay import relay_response, upstream_failed
 from gateway.web.resolve import attribute_rejection, fetch_lookups, settle
+from gateway.web.server import REQUEST_ID
 
 log = logging.getLogger("gateway.proxy")
 
@@ -36,12 +38,19 @@ _SUCCESS_RE = re.compile(rb"""isSuccess\s*=\s*["']true["']""")
 _LOGIN_RESPONSE_CAP = 1 << 20
 
 
+# How a body can end without a SOAP answer (`BodyAborted.reason` None): the client stalled
+# (408), broke the HTTP framing mid-body (400: aiohttp's parser gave up), or went away.
+BODY_TIMEOUT = "body_read_timeout"
+BAD_FRAMING = "bad_framing"
+CLIENT_GONE = "client_disconnected"
+
+
 class BodyAborted(Exception):
     """The client's body turned out bad after forwarding began: abort the upstream request."""
 
     def __init__(self, reason: Reason | None, detail: str) -> None:
         super().__init__(detail)
-        self.reason = reason  # None: body read timeout (answered 408)
+        self.reason = reason  # None: an HTTP-level end, `detail` is one of the three above
         self.detail = detail
 
 
@@ -60,7 +69,11 @@ class BodyReader:
         try:
             chunk = await asyncio.wait_for(self.request.content.readany(), self.pause_timeout)
         except TimeoutError:
-            raise BodyAborted(None, "body_read_timeout") from None
+            raise BodyAborted(None, BODY_TIMEOUT) from None
+        except HttpProcessingError:  # a bad chunk size, a short body: nothing more can be trusted
+            raise BodyAborted(None, BAD_FRAMING) from None
+        except (ConnectionError, aiohttp.ClientConnectionError):
+            raise BodyAborted(None, CLIENT_GONE) from None
         if not chunk:
             self.inspector.close()
             return b""
@@ -80,12 +93,19 @@ class SoapProxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ctx = self.ctx
         ex = ctx.new_exchange(request)
+        request[REQUEST_ID] = ex.request_id
         ctx.metrics.inflight.inc()
         try:
             return await self._handle(request, ex)
         except StoreUnavailable:
             ctx.metrics.store_errors.labels("request").inc()
             return ctx.fault_response(ex, Reason.STORE_UNAVAILABLE, ex.version, outcome="error")
+        except asyncio.CancelledError:
+            # The client went away (aiohttp cancels the handler) or the listener shut down:
+            # the upstream request, if any, is aborted with the task.
+            if ex.reason is None:
+                _ended(ex, CLIENT_GONE)
+            raise
         finally:
             ctx.metrics.inflight.dec()
             ctx.finish(ex)
@@ -282,7 +302,7 @@ class SoapProxy:
     def _aborted(self, request: web.Request, ex: Exchange, e: BodyAborted,
                  version: Version | None) -> web.StreamResponse:
         if e.reason is None:
-            return self._timeout_408(request, ex)
+            return _http_end(ex, e.detail)
         if e.reason is Reason.REQUEST_TOO_LARGE:
             return self._too_large(request, ex, version)
         return self.ctx.fault_response(ex, e.reason, version, sub_reason=e.detail)
@@ -292,11 +312,26 @@ class SoapProxy:
         response.force_close()  # the rest of the body is not worth reading
         return response
 
-    def _timeout_408(self, request: web.Request, ex: Exchange) -> web.StreamResponse:
-        ex.outcome, ex.reason, ex.sub_reason, ex.http_status = "error", "body_read_timeout", None, 408
-        response = web.Response(status=408, headers={"X-Request-Id": ex.request_id})
-        response.force_close()
-        return response
+
+_END_STATUS = {BODY_TIMEOUT: 408, BAD_FRAMING: 400, CLIENT_GONE: 499}
+
+
+def _ended(ex: Exchange, detail: str) -> None:
+    """Log fields of a body that ended without a SOAP answer. 499 (nginx's "client closed
+    request") is only ever logged: nobody is left to receive it."""
+    ex.outcome, ex.reason, ex.sub_reason, ex.http_status = "error", detail, None, _END_STATUS[detail]
+    if detail == BAD_FRAMING:
+        ex.outcome, ex.reason, ex.sub_reason = "rejected", Reason.MALFORMED_REQUEST.value, detail
+
+
+def _http_end(ex: Exchange, detail: str) -> web.Response:
+    """408 for a stalled body, 400 for broken framing: no body, and the connection closes
+    (what is left of the request cannot be told from the next one)."""
+    _ended(ex, detail)
+    status = 400 if detail == CLIENT_GONE else ex.http_status
+    response = web.Response(status=status, headers={"X-Request-Id": ex.request_id})
+    response.force_close()
+    return response
 
 
 def _framing_problem(request: web.Request) -> str | None:
