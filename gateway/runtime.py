@@ -32,6 +32,9 @@ from gateway.web.server import GuardedAppRunner
 log = logging.getLogger("gateway")
 
 DRAIN_SECONDS = 30.0
+# An idle keep-alive connection costs a file descriptor and a task; aiohttp's default (an
+# hour) lets a few thousand idle clients exhaust the descriptor limit. nginx's default.
+KEEPALIVE_SECONDS = 75.0
 
 
 def serve(settings: Settings) -> int:
@@ -90,7 +93,7 @@ def _run_worker(settings: Settings, redis_url: str, keys: list[bytes], index: in
 
 
 @asynccontextmanager
-async def _upstream_session(settings: Settings) -> AsyncIterator[aiohttp.ClientSession]:
+async def upstream_session(settings: Settings) -> AsyncIterator[aiohttp.ClientSession]:
     connector = aiohttp.TCPConnector(limit=1024, limit_per_host=0, keepalive_timeout=30, enable_cleanup_closed=True)
     session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                     cookie_jar=aiohttp.DummyCookieJar(),
@@ -111,7 +114,7 @@ async def _serve_async(settings: Settings, redis_url: str, keys: list[bytes], in
     try:
         if index == 0 and settings.seed:
             await apply_seed(store, settings.seed)
-        async with _upstream_session(settings) as session:
+        async with upstream_session(settings) as session:
             writer = LogWriter(store, settings.log.buffer_entries, metrics=metrics)
             writer.start()
             ctx = ProxyContext(settings=settings, policy=policy_settings(settings), store=store,
@@ -134,8 +137,7 @@ async def _serve_async(settings: Settings, redis_url: str, keys: list[bytes], in
 
 async def _start_listeners(settings: Settings, ctx: ProxyContext, store: RedisStore, writer: LogWriter, *,
                            admin: bool) -> list[web.BaseRunner]:
-    proxy_runner = GuardedAppRunner(create_proxy_app(ctx), header_timeout=settings.limits.header_read_timeout_seconds,
-                                    access_log=None, shutdown_timeout=DRAIN_SECONDS)
+    proxy_runner = make_proxy_runner(ctx)
     await proxy_runner.setup()
     reuse = settings.workers > 1
     sock = _bind(settings.listen.host, settings.listen.port, reuse_port=reuse)
@@ -155,6 +157,17 @@ async def _start_listeners(settings: Settings, ctx: ProxyContext, store: RedisSt
                                                reuse_port=False)).start()
         runners.insert(0, admin_runner)
     return runners
+
+
+def make_proxy_runner(ctx: ProxyContext) -> GuardedAppRunner:
+    """The proxy listener's runner, exactly as `serve` runs it (the reliability tests use it).
+
+    Handler cancellation: a client that goes away takes its upstream request with it (as
+    nginx does), instead of holding an upstream connection until the backend answers.
+    """
+    return GuardedAppRunner(create_proxy_app(ctx), header_timeout=ctx.settings.limits.header_read_timeout_seconds,
+                            access_log=None, shutdown_timeout=DRAIN_SECONDS, keepalive_timeout=KEEPALIVE_SECONDS,
+                            handler_cancellation=True)
 
 
 def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
