@@ -325,3 +325,16 @@ async def test_an_oversized_answer_is_an_upstream_error_not_a_cut_relay(make_rig
     t = await owner_with_endpoint(rig)
     resp = await issue(rig, issue_token_header(rig, t.integration, t.account))
     assert resp.status == 502 and await json_error(resp) == "UNEXPECTED_ERROR"
+
+
+async def test_public_base_url_is_the_signed_uri(make_rig: MakeRig) -> None:
+    rig = await make_rig(public_base_url="https://gateway.example.com/")
+    t = await owner_with_endpoint(rig)
+    client = Client(t.integration["consumer_key"], client_secret=t.integration["consumer_secret"],
+                    signature_method=SIGNATURE_HMAC_SHA256)
+    _, headers, _ = client.sign("https://gateway.example.com" + PATH, http_method="POST")
+    header = (f"NLAuth nlauth_account={t.account}, nlauth_email=a@example.com, nlauth_signature=pw, "
+              f"nlauth_role=3, {str(headers['Authorization']).removeprefix('OAuth ')}")
+    resp = await issue(rig, header)
+    assert resp.status == 200, await resp.text()
+    await refused(rig, issue_token_header(rig, t.integration, t.account), 401, "INVALID_LOGIN_ATTEMPT")

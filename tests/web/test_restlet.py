@@ -297,3 +297,11 @@ async def test_without_public_base_url_the_request_host_is_signed(make_rig: Make
     entry = await refused(rig, 401, "INVALID_LOGIN_ATTEMPT", headers={
         "Authorization": oauth_header(t, "https://gateway.example.com" + PATH + QUERY)})
     assert entry["sub_reason"] == "signature_invalid"
+
+
+async def test_nlauth_registers_an_unknown_account_when_auto_register_is_on(make_rig: MakeRig) -> None:
+    rig = await make_rig(auto_register=True)
+    account = "88" + secrets.token_hex(4).upper()
+    resp = await rig.client.get(PATH + QUERY, headers={"Authorization": nlauth(account)})
+    assert resp.status == 200, await resp.text()
+    assert await rig.store.get_account(account) is not None

@@ -306,3 +306,16 @@ async def test_revocation_reaches_a_replica_that_cached_the_token(make_rig: Make
             break
         await asyncio.sleep(0.02)
     await refused_with(rig_b, passport(t), "token_revoked")
+
+
+async def test_record_owned_elsewhere_and_not_auto_installable_is_invalid_login(make_rig: MakeRig) -> None:
+    rig = await make_rig()
+    owner = await rig.tenant()  # auto_install false
+    user = await rig.tenant()
+    foreign = owner.integration
+    token_id, token_secret = secrets.token_hex(32), secrets.token_hex(32)
+    await rig.store.tokens.save_issued(user.account, foreign["id"], "joe@example.com", "3", token_id, token_secret)
+    await refused_with(rig, passport(user, consumer_key=foreign["consumer_key"],
+                                     consumer_secret=foreign["consumer_secret"], token_id=token_id,
+                                     token_secret=token_secret), "consumer_key_unknown")
+    assert await rig.store.registry.installation(user.account, foreign["id"]) is None
