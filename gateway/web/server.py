@@ -66,6 +66,9 @@ class GuardedRequestHandler(RequestHandler):
             return
         message = self._messages[-1][0]
         if isinstance(message, _ErrInfo) and isinstance(message.exc, Exception):
+            # No lingering read of the rest after the answer: there is no rest, only the error,
+            # which aiohttp would then log as an unhandled exception.
+            self._lingering_time = 0.0
             current.content.set_exception(message.exc)
 
     def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
