@@ -39,6 +39,7 @@ KEEPALIVE_SECONDS = 75.0
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
+    raise_fd_limit()
     embedded: EmbeddedRedis | None = None
     redis_url = settings.redis_url
     keys = load_secret_keys(redis_url, settings.data_dir)
