@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from tests.factories import application_info_xml, big_body, get_body, make_envelope, passport_xml
-from tests.reliability.rig import Gateway, StartGateway, fds_of, raw_exchange
+from tests.reliability.rig import StartGateway, fds_of, raw_exchange
 from tests.test_serve import Served
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
@@ -257,7 +257,7 @@ async def test_request_smuggling_is_refused_with_400(trick: str, start_gateway: 
     head = b"POST /services/NetSuitePort_2024_2 HTTP/1.1\r\nHost: gw\r\nContent-Type: text/xml\r\n"
     smuggled = b"POST /services/NetSuitePort_2024_2 HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n\r\n"
     answer = await raw_exchange(gw.host, gw.port, head + SMUGGLING[trick] + smuggled, timeout=3)
-    assert answer.startswith(b"HTTP/1.1 400 ") or answer.startswith(b"HTTP/1.0 400 "), answer[:200]
+    assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.0 400 ")), answer[:200]
     assert b"X-Request-Id: " in answer
     assert answer.count(b"HTTP/1.") == 1  # the connection closed: the tail was never read as a request
     assert gw.backend is not None and gw.backend.received == []
@@ -267,21 +267,6 @@ async def test_request_smuggling_is_refused_with_400(trick: str, start_gateway: 
 def chunked_head(path: bytes = b"/services/NetSuitePort_2019_2") -> bytes:
     return (b"POST " + path + b" HTTP/1.1\r\nHost: gw\r\nContent-Type: text/xml\r\nX-Request-Id: %s\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n")
-
-
-async def forwarding_started(gw: Gateway, envelope: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection whose request has been decided and is streaming to the upstream."""
-    assert gw.backend is not None
-    reader, writer = await asyncio.open_connection(gw.host, gw.port)
-    first = envelope[: len(envelope) // 2]
-    writer.write(chunked_head() % b"%s" + b"%x\r\n%s\r\n" % (len(first), first))
-    await writer.drain()
-    for _ in range(100):  # the head is decided and the upstream request under way
-        if gw.ctx.metrics.registry.get_sample_value("gateway_inflight_requests") == 1.0:
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.1)
-    return reader, writer
 
 
 async def test_bad_chunk_mid_body_is_400_at_once_and_the_upstream_never_completes(
