@@ -239,7 +239,7 @@ def settle(
         d: Decision = decide(facts, lookups, NOW, pol)
         match d:
             case CheckNonce():
-                assert d.ttl_seconds == 2 * pol.timestamp_skew_seconds
+                assert d.ttl_seconds == tba.nonce_ttl(pol.timestamp_skew_seconds)
                 steps.append("nonce")
                 lookups = replace(lookups, nonce_fresh=fresh)
             case Install():
