@@ -36,6 +36,7 @@ log = logging.getLogger("gateway.proxy")
 SESSION_OPS = frozenset({"login", "ssoLogin"})
 _FAULT_RE = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?Fault[\s>/]")
 _SUCCESS_RE = re.compile(rb"""isSuccess\s*=\s*["']true["']""")
+_NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # RFC 9110 field values: no CTL but HTAB
 _LOGIN_RESPONSE_CAP = 1 << 20
 # Half the store's Redis pool (256): logs, pub/sub, sessions, RESTlets and the admin API
 # keep the rest.
@@ -198,11 +199,16 @@ class SoapProxy:
         cookie_header = ", ".join(request.headers.getall("Cookie", [])) or None
         if cookie_header and not decision.forward_session_cookie:
             cookie_header = strip_jsessionid(cookie_header)
+        identity = identity_headers(decision.who, ex.request_id, ctx.settings.upstream_identity_key,
+                                    int(time.time()))
+        if any(_NOT_IN_A_HEADER.search(value) for _, value in identity):
+            # An email or role with a line break (legal XML: &#10;) cannot travel in
+            # X-Gateway-User without splitting the header; nor can it be a real login.
+            return ctx.fault_response(ex, Reason.MALFORMED_REQUEST, fault_version,
+                                      sub_reason="identity_not_header_safe")
         headers = upstream_request_headers(
             request.headers, cookie=cookie_header, request_id=ex.request_id, peer=request.remote or "",
-            scheme=request.scheme, content_length=request.content_length,
-            identity=identity_headers(decision.who, ex.request_id, ctx.settings.upstream_identity_key,
-                                      int(time.time())))
+            scheme=request.scheme, content_length=request.content_length, identity=identity)
         aborted: list[BodyAborted] = []
         body: bytes | AsyncIterator[bytes]
         if eof:

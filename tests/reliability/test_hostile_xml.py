@@ -183,6 +183,13 @@ CASES: dict[str, Case] = {
         get_body(V).replace("</ns0:get>", tba(t) + "</ns0:get>"), [tba(t)]), MALFORMED),
     "passport deep in a record after the head": Case(lambda t: make_envelope(
         big_body(P, "dense", 200_000, inner=passport(t)), [passport(t), app_info(t)]), MALFORMED, version=P),
+    # Found by bench/fuzz_http.py: a line break in the passport's email (legal XML) reached
+    # X-Gateway-User; aiohttp refused to send the header and the request died with a 500.
+    "line break in the passport email": Case(lambda t: make_envelope(get_body(P), [passport_xml(
+        P, "ann@example.comBREAK", "pw", t.account), app_info(t)]).replace(b"BREAK", b"&#10;X-Gateway-Account: 1"),
+        MALFORMED, version=P),
+    "carriage return in the role": Case(lambda t: make_envelope(get_body(P), [passport_xml(
+        P, t.email, "pw", t.account, role="3BREAK"), app_info(t)]).replace(b"BREAK", b"&#13;x"), MALFORMED, version=P),
     "tokenPassport with a passport": Case(lambda t: make_envelope(get_body(V), [tba(t), passport(t, V)]), AMBIGUOUS),
     "tokenPassport with an applicationId": Case(lambda t: make_envelope(get_body(V), [tba(t), app_info(t, V)]),
                                                 AMBIGUOUS),
