@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,65 @@ async def test_frozen_redis_fails_fast(fresh_redis: EmbeddedRedis, start_gateway
             assert status == (200 if kind == "cached" else 503)
     finally:
         os.kill(proc.pid, signal.SIGCONT)
+
+
+async def test_gateway_process_survives_a_redis_outage_and_still_stops(
+        fresh_redis: EmbeddedRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`gateway serve` on an external Redis: alive and honest about readiness while Redis is
+    away, ready again when it returns, and a SIGTERM while it is away still ends the process
+    in bounded time (the unwritable log buffer is given up after its 5 s)."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from aiohttp import web
+
+    from gateway.backend import SampleBackend
+    from tests.test_serve import Served
+
+    runner = web.AppRunner(SampleBackend().app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    loop = asyncio.get_running_loop()
+    gw = Served(tmp_path, f"http://127.0.0.1:{runner.addresses[0][1]}", "--redis-url", fresh_redis.url,
+                env={"GATEWAY_SECRET_KEYS": base64.b64encode(os.urandom(32)).decode()})
+
+    def status(path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{gw.admin_port}{path}", timeout=5) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    def proxy_status(port: int) -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/services/NetSuitePort_2024_2", data=b"<x/>",
+                                         headers={"Content-Type": "text/xml"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    try:
+        assert await loop.run_in_executor(None, status, "/readyz") == 200
+        await stop_redis(fresh_redis)()
+        await asyncio.sleep(0.5)
+        assert await loop.run_in_executor(None, status, "/readyz") == 503
+        assert await loop.run_in_executor(None, status, "/healthz") == 200
+        await start_redis(fresh_redis)()
+        deadline = time.monotonic() + RECOVERY
+        while await loop.run_in_executor(None, status, "/readyz") != 200:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await stop_redis(fresh_redis)()
+        # An answer (malformed_request is enough) whose log entry now waits for Redis.
+        assert await loop.run_in_executor(None, proxy_status, gw.proxy_port) == 500
+        started = time.monotonic()
+        gw.proc.send_signal(signal.SIGTERM)
+        code = await loop.run_in_executor(None, gw.proc.wait, 20)
+        assert code == 0 and time.monotonic() - started < 10
+    finally:
+        gw.stop()
+        await runner.cleanup()
+    text = gw.log_path.read_text()
+    assert "Traceback" not in text, text[-2000:]
