@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -17,7 +18,7 @@ from aiohttp import web
 
 from gateway.config import Settings
 from gateway.core.policy import policy_settings
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StoreUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.seed import apply_seed
 from gateway.store.embedded import EmbeddedRedis
@@ -35,6 +36,7 @@ DRAIN_SECONDS = 30.0
 # An idle keep-alive connection costs a file descriptor and a task; aiohttp's default (an
 # hour) lets a few thousand idle clients exhaust the descriptor limit. nginx's default.
 KEEPALIVE_SECONDS = 75.0
+STARTUP_REDIS_WAIT = 30.0
 
 
 def serve(settings: Settings) -> int:
@@ -54,6 +56,28 @@ def serve(settings: Settings) -> int:
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def raise_fd_limit(ceiling: int = 1 << 16) -> int:
+    """Every client connection costs a descriptor and so does its upstream connection: the
+    usual soft limit (1024) would cap the gateway near 500 concurrent clients, far below what
+    it serves. The soft limit goes up to the hard one (as nginx's worker_rlimit_nofile or Go's
+    runtime do); workers inherit it. Returns the limit in force."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = ceiling if hard == resource.RLIM_INFINITY else min(hard, max(ceiling, soft))
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, e)
+            return soft
+        log.info("open-file limit raised", extra={"from": soft, "to": target})
+        return target
+    return soft
 
 
 def _run_workers(settings: Settings, redis_url: str, keys: list[bytes]) -> int:
@@ -111,7 +135,9 @@ async def _serve_async(settings: Settings, redis_url: str, keys: list[bytes], in
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     metrics = GatewayMetrics(settings.max_integration_labels)
-    store = await open_store(settings, redis_url, secret_keys=keys, metrics=metrics)
+    store = await _open_store_patiently(settings, redis_url, keys, metrics, stop)
+    if store is None:
+        return 0 if stop.is_set() else 1
     try:
         if index == 0 and settings.seed:
             await apply_seed(store, settings.seed)
@@ -134,6 +160,29 @@ async def _serve_async(settings: Settings, redis_url: str, keys: list[bytes], in
     finally:
         await store.close()
     return 0
+
+
+async def _open_store_patiently(settings: Settings, redis_url: str, keys: list[bytes], metrics: GatewayMetrics,
+                                stop: asyncio.Event) -> RedisStore | None:
+    """A Redis started alongside (compose, a pod) may answer a moment after the gateway starts:
+    wait for it up to STARTUP_REDIS_WAIT seconds rather than die with a traceback. A Redis that
+    answers wrongly (eviction policy, key fingerprint) is a ConfigError at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STARTUP_REDIS_WAIT
+    delay, warned = 0.1, 0.0
+    while True:
+        try:
+            return await open_store(settings, redis_url, secret_keys=keys, metrics=metrics)
+        except StoreUnavailable as e:
+            if stop.is_set() or loop.time() >= deadline:
+                log.error("redis unreachable, giving up after %.0f s: %s", STARTUP_REDIS_WAIT, e)
+                return None
+            if loop.time() - warned >= 5:
+                log.warning("redis unreachable, waiting for it: %s", e)
+                warned = loop.time()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, 1.0)
 
 
 async def _start_listeners(settings: Settings, ctx: ProxyContext, store: RedisStore, writer: LogWriter, *,

@@ -233,3 +233,28 @@ async def test_gateway_process_survives_a_redis_outage_and_still_stops(
         await runner.cleanup()
     text = gw.log_path.read_text()
     assert "Traceback" not in text, text[-2000:]
+
+
+async def test_gateway_process_waits_for_a_redis_that_starts_late(fresh_redis: EmbeddedRedis,
+                                                                  tmp_path: Path) -> None:
+    """A Redis started alongside (compose, a pod) may answer after the gateway starts: it
+    waits (up to 30 s) instead of dying with a traceback."""
+    import base64
+
+    from tests.test_serve import Served
+
+    await stop_redis(fresh_redis)()
+    loop = asyncio.get_running_loop()
+    pending = loop.run_in_executor(None, lambda: Served(
+        tmp_path, "http://127.0.0.1:9", "--redis-url", fresh_redis.url,
+        env={"GATEWAY_SECRET_KEYS": base64.b64encode(os.urandom(32)).decode()}))
+    await asyncio.sleep(1.5)
+    assert not pending.done()
+    await start_redis(fresh_redis)()
+    gw = await asyncio.wait_for(pending, 20)
+    try:
+        assert gw.healthy()
+    finally:
+        assert gw.stop() == 0
+    text = gw.log_path.read_text()
+    assert "redis unreachable, waiting for it" in text and "Traceback" not in text
