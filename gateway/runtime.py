@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway.config import Settings
 from gateway.core.policy import policy_settings
 from gateway.errors import ConfigError, StoreUnavailable
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import GatewayMetrics, mark_worker_dead, prepare_multiprocess_dir
 from gateway.seed import apply_seed
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.keyring import load_secret_keys
@@ -81,7 +81,9 @@ def raise_fd_limit(ceiling: int = 1 << 16) -> int:
 
 
 def _run_workers(settings: Settings, redis_url: str, keys: list[bytes]) -> int:
-    """N processes on one port (SO_REUSEPORT); worker 0 also serves the admin listener."""
+    """N processes on one port (SO_REUSEPORT); worker 0 also serves the admin listener, whose
+    /metrics reports every worker (prometheus_client's multiprocess mode, gateway.metrics)."""
+    prepare_multiprocess_dir(settings.data_dir)  # before any worker imports prometheus_client
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker_entry, args=(settings, redis_url, keys, i), name=f"gateway-worker-{i}")
              for i in range(settings.workers)]
@@ -97,6 +99,8 @@ def _run_workers(settings: Settings, redis_url: str, keys: list[bytes]) -> int:
     signal.signal(signal.SIGINT, forward_signal)
     for p in procs:
         p.join()
+        if p.pid:
+            mark_worker_dead(p.pid)
     return max((p.exitcode or 0) for p in procs)
 
 
