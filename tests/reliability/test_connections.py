@@ -220,6 +220,9 @@ async def test_slowloris_neither_starves_others_nor_stays(many_fds: None, sample
     writer.close()
     await asyncio.wait_for(asyncio.gather(*loris), 30)
     closed_after = time.monotonic() - started
+    # The admin listener has the same header timeout.
+    admin = await raw_exchange("127.0.0.1", gw.admin_port, b"GET /healthz HTTP/1.1\r\nHost: a\r\n", timeout=5)
+    assert admin.startswith(b"HTTP/1.1 408")
     got_408 = sum(1 for a in answers if a.startswith(b"HTTP/1.1 408") and b"X-Request-Id:" in a)
     assert got_408 == 400 and answers.count(b"") == 100  # silent ones are just closed
     assert fds_busy >= fds_idle + 450
