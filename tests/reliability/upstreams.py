@@ -10,14 +10,19 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-GOOD_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=utf-8\r\nContent-Length: 100000\r\n\r\n"
+# Announced longer than the gateway reads whole (relay.WHOLE_ANSWER_BYTES), so it streams.
+# Announced long enough to be streamed (short answers may be read whole before the status line
+# goes out, and then fail as a clean 502 instead of a cut connection).
+GOOD_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=utf-8\r\nContent-Length: 1000000\r\n\r\n"
+# A small answer is read whole before anything is relayed: cut mid-body, it is still a fault.
+SMALL_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=utf-8\r\nContent-Length: 5000\r\n\r\n"
 PART = b"<soapenv:Envelope>" + b"x" * 2000
 
 MODES = ("refused", "reset_before_answer", "eof_before_answer", "garbage", "slow_headers",
-         "reset_mid_body", "close_mid_body", "slow_body")
+         "reset_mid_body", "close_mid_body", "slow_body", "reset_mid_small_body")
 # Those that fail before a status line (a fault can still be answered) and the status it gets.
 BEFORE_HEADERS = {"refused": 502, "reset_before_answer": 502, "eof_before_answer": 502, "garbage": 502,
-                  "slow_headers": 504}
+                  "slow_headers": 504, "reset_mid_small_body": 502}
 AFTER_HEADERS = ("reset_mid_body", "close_mid_body", "slow_body")
 
 
@@ -105,6 +110,11 @@ class FaultyUpstream:
             await writer.drain()
         elif mode == "slow_headers":
             await self._stall(reader)
+        elif mode == "reset_mid_small_body":
+            writer.write(SMALL_HEAD + PART[:1000])
+            await writer.drain()
+            await asyncio.sleep(0.01)
+            _reset(writer)
         elif mode in ("reset_mid_body", "close_mid_body", "slow_body"):
             writer.write(GOOD_HEAD + PART)
             await writer.drain()
