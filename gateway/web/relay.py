@@ -16,9 +16,24 @@ from gateway.web.forward import client_response_headers
 log = logging.getLogger("gateway.proxy")
 
 
+# Answers announced at most this long are read whole and sent in one write with their headers:
+# the common SOAP answer costs one write instead of three, and a failure while reading it can
+# still become a clean 502 fault.
+WHOLE_ANSWER_BYTES = 256 * 1024
+
+
 async def relay_response(request: web.Request, ex: Exchange, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
     """Status, headers and body as they come, chunk by chunk. Once the status line is out, a
     failure on either side can only end in a cut connection; the log tells which side failed."""
+    if upstream.content_length is not None and upstream.content_length <= WHOLE_ANSWER_BYTES:
+        body = await upstream.read()
+        ex.response_bytes = len(body)
+        ex.response_doc.add(body)
+        ex.http_status = upstream.status
+        whole = web.Response(status=upstream.status, reason=upstream.reason, body=body,
+                             headers=client_response_headers(upstream.headers))
+        whole.headers["X-Request-Id"] = ex.request_id
+        return whole
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                   headers=client_response_headers(upstream.headers))
     response.headers["X-Request-Id"] = ex.request_id

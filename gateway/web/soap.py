@@ -73,7 +73,8 @@ class BodyReader:
 
     async def next_chunk(self) -> bytes:
         try:
-            chunk = await asyncio.wait_for(self.request.content.readany(), self.pause_timeout)
+            async with asyncio.timeout(self.pause_timeout):  # no task per chunk, unlike wait_for
+                chunk = await self.request.content.readany()
         except TimeoutError:
             raise BodyAborted(None, BODY_TIMEOUT) from None
         except HttpProcessingError:  # a bad chunk size, a short body: nothing more can be trusted
@@ -104,7 +105,8 @@ class SoapProxy:
         of exhausting the Redis connection pool, which answers "Too many connections" (a 503
         for a healthy Redis). A lane not free within a second means a sick store: 503."""
         try:
-            await asyncio.wait_for(self._lanes.acquire(), STORE_LANE_WAIT)
+            async with asyncio.timeout(STORE_LANE_WAIT):
+                await self._lanes.acquire()
         except TimeoutError:
             raise StoreUnavailable("no free store lane") from None
         try:
@@ -158,6 +160,10 @@ class SoapProxy:
                     eof = True
                     break
                 held.append(chunk)
+            if not eof and inspector.error is None and request.content_length == ex.request_bytes:
+                # The whole body came with the head (most requests): finish the parse now and
+                # forward plain bytes instead of a stream held one chunk behind.
+                eof = not await reader.next_chunk()
         except BodyAborted as e:
             return self._aborted(request, ex, e, path_version)
 
