@@ -171,6 +171,9 @@ def classify(facts: RequestFacts, settings: PolicySettings | None) -> Classified
     others = (passport, login, sso, jsession, app_id)
     if tp is not None and any(part is not None for part in others):  # R4
         return Reject(Reason.AMBIGUOUS_AUTH, req.who())
+    if passport is not None and (login is not None or sso is not None):
+        # Two sets of user credentials: a backend could authenticate either one (R4).
+        return Reject(Reason.AMBIGUOUS_AUTH, req.who())
     if (method.user_credentials or method is Method.SESSION) and version >= LAST_PASSPORT_FREE:  # R5
         return Reject(Reason.PASSPORT_UNSUPPORTED, req.who())
     if method is Method.TBA and version <= LAST_PRE_TBA:  # R6

@@ -8,6 +8,7 @@ single keys or small per-id keys.
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 PREFIX = "gw"
@@ -82,7 +83,8 @@ def bundle(bundle_id: str) -> str:
 
 
 def session(session_id: str) -> str:
-    return f"{PREFIX}:session:{session_id}"
+    # Keyed by digest, as admin tokens are: whoever reads Redis must not find live session ids.
+    return f"{PREFIX}:session:{hashlib.sha256(session_id.encode()).hexdigest()}"
 
 
 def nonce(scope: str, value: str) -> str:

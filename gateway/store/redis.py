@@ -245,12 +245,12 @@ class RedisStore:
         if raw is None:
             return None
         data = json.loads(raw)
-        return SessionView(**data)
+        data.pop("session_id", None)  # written by earlier versions
+        return SessionView(session_id=session_id, **data)
 
     async def open_session(self, session: SessionView, ttl_seconds: int) -> None:
         payload = json.dumps(
             {
-                "session_id": session.session_id,
                 "account": session.account,
                 "integration_id": session.integration_id,
                 "user": session.user,

@@ -354,6 +354,7 @@ CASES = [
     # ---- R4: ambiguous_auth
     C("R4-tba+passport", "reject:ambiguous_auth", req(token=tp(), hp=passport())),
     C("R4-tba+login", "reject:ambiguous_auth", req("login", token=tp(), login=passport())),
+    C("R4-header-passport+login", "reject:ambiguous_auth", req("login", hp=passport(), login=passport(), app=APP1)),
     C("R4-tba+ssoLogin", "reject:ambiguous_auth", req("ssoLogin", token=tp(), sso_p=sso())),
     C("R4-tba+jsessionid", "reject:ambiguous_auth", req(token=tp(), cookie="S1")),
     C("R4-tba+app-id", "reject:ambiguous_auth", req(token=tp(), app=APP1)),

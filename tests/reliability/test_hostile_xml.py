@@ -201,9 +201,6 @@ CASES: dict[str, Case] = {
 }
 # Differentials the core does not refuse yet (gateway/core, reported; strict xfail, so a fix shows).
 KNOWN_GAPS = {
-    "passport in the Header and another in login": "a header passport beside login's passport is forwarded, "
-    "decided on login's account (the README's choice); the backend may read the other one "
-    "(gateway/core/policy.py classify: should be ambiguous_auth)",
     "undeclared prefix": "libxml2 reports an undeclared prefix as a namespace warning and drops the prefix; the "
     "envelope is not namespace-well-formed (gateway/core/envelope.py: should be malformed_request)",
 }
