@@ -8,6 +8,7 @@ import pytest
 
 from gateway.core.records import InstalledVia, SessionView, State
 from gateway.errors import ConfigError
+from gateway.store import keyspace as ks
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.redis import RedisStore
 from gateway.store.registry import RegistryError
@@ -69,7 +70,8 @@ async def test_sessions_across_two_stores(redis_url: str) -> None:
     await b.touch_session(sid, now + 5, 1200)
     got = await a.get_session(sid)
     assert got is not None and got.last_seen == now + 5
-    assert await a.client.ttl(f"gw:session:{sid}") > 1000
+    assert await a.client.ttl(ks.session(sid)) > 1000
+    assert await a.client.exists(f"gw:session:{sid}") == 0  # keyed by digest, never by the id
     await b.close_session(sid)
     assert await a.get_session(sid) is None
     await b.touch_session(sid, now, 1200)  # a closed session is not revived
