@@ -75,6 +75,21 @@ class Rig:
 MakeRig = Callable[..., Any]
 
 
+async def fault_code(resp: Any) -> str:
+    """The platformFaults code of a SOAP fault answer."""
+    text = await resp.text()
+    start = text.find("<platformFaults:code>") + len("<platformFaults:code>")
+    return text[start:text.find("</platformFaults:code>")]
+
+
+async def logged(rig: Rig, request_id: str) -> dict[str, Any]:
+    """The usage-log entry of a request, once the log writer has flushed it."""
+    await rig.flush_logs()
+    found = await rig.store.logs.find(request_id)
+    assert found is not None, request_id
+    return dict(found[1])
+
+
 @pytest.fixture
 async def make_rig(redis_url: str, aiohttp_server: Any) -> AsyncIterator[MakeRig]:
     made: list[tuple[TestClient[web.Request, web.Application], aiohttp.ClientSession, LogWriter, RedisStore]] = []

@@ -15,7 +15,7 @@ from aiohttp import web
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, SIGNATURE_HMAC_SHA256, Client
 
 from tests.factories import get_body, make_envelope, token_passport_xml
-from tests.web.conftest import MakeRig, Rig, Tenant
+from tests.web.conftest import MakeRig, Rig, Tenant, logged
 
 PATH = "/rest/issuetoken"
 
@@ -35,13 +35,6 @@ def issue_token_header(rig: Rig, record: dict[str, Any], account: str, *, email:
 async def json_error(resp: Any) -> str:
     data = json.loads(await resp.text())
     return str(data["error"]["code"])
-
-
-async def logged(rig: Rig, request_id: str) -> dict[str, Any]:
-    await rig.flush_logs()
-    found = await rig.store.logs.find(request_id)
-    assert found is not None, request_id
-    return dict(found[1])
 
 
 async def issue(rig: Rig, header: str, request_id: str | None = None, query: str = "") -> Any:

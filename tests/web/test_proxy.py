@@ -20,7 +20,7 @@ from tests.factories import (
     logout_body,
     make_envelope,
 )
-from tests.web.conftest import MakeRig
+from tests.web.conftest import MakeRig, fault_code
 
 
 async def chunks(data: bytes, size: int = 65536, pause: float = 0.0) -> AsyncIterator[bytes]:
@@ -28,12 +28,6 @@ async def chunks(data: bytes, size: int = 65536, pause: float = 0.0) -> AsyncIte
         yield data[i:i + size]
         if pause:
             await asyncio.sleep(pause)
-
-
-async def fault_code(resp: Any) -> str:
-    text = await resp.text()
-    start = text.find("<platformFaults:code>") + len("<platformFaults:code>")
-    return text[start:text.find("</platformFaults:code>")]
 
 
 async def test_tba_request_is_forwarded_byte_for_byte_with_identity(make_rig: MakeRig) -> None:

@@ -18,7 +18,7 @@ from requests_oauthlib import OAuth1
 from gateway.store import keyspace as ks
 from gateway.store.logstore import LogQuery
 from tests.factories import get_body, make_envelope, token_passport_xml
-from tests.web.conftest import MakeRig, Rig, Tenant
+from tests.web.conftest import MakeRig, Rig, Tenant, logged
 
 PATH = "/app/site/hosting/restlet.nl"
 QUERY = "?script=12&deploy=1"
@@ -52,13 +52,6 @@ async def json_error(resp: Any) -> str:
     assert set(data) == {"error"} and set(data["error"]) == {"code", "message"}
     assert resp.headers["Content-Type"].startswith("application/json")
     return str(data["error"]["code"])
-
-
-async def logged(rig: Rig, request_id: str) -> dict[str, Any]:
-    await rig.flush_logs()
-    found = await rig.store.logs.find(request_id)
-    assert found is not None, request_id
-    return dict(found[1])
 
 
 async def refused(rig: Rig, status: int, code: str, *, method: str = "GET", query: str = QUERY,

@@ -25,23 +25,10 @@ from tests.factories import (
     sso_login_body,
     token_passport_xml,
 )
-from tests.web.conftest import MakeRig, Rig, Tenant
+from tests.web.conftest import MakeRig, Rig, Tenant, fault_code, logged
 
 V = "2019_2"
 SETTINGS = load_settings(environ={})
-
-
-async def fault_code(resp: Any) -> str:
-    text = await resp.text()
-    start = text.find("<platformFaults:code>") + len("<platformFaults:code>")
-    return text[start:text.find("</platformFaults:code>")]
-
-
-async def logged(rig: Rig, request_id: str) -> dict[str, Any]:
-    await rig.flush_logs()
-    found = await rig.store.logs.find(request_id)
-    assert found is not None, request_id
-    return dict(found[1])
 
 
 def login(t: Tenant, version: str = V, *, app_id: str | None = "own", account: str | None = None,

@@ -15,23 +15,10 @@ import pytest
 
 from gateway.web import resolve
 from tests.factories import get_body, make_envelope, token_passport_xml
-from tests.web.conftest import MakeRig, Rig, Tenant
+from tests.web.conftest import MakeRig, Rig, Tenant, fault_code, logged
 
 V = "2024_2"
 NOW = 1_900_000_000.75  # a fraction on purpose: clients send whole seconds, the clock does not
-
-
-async def fault_code(resp: Any) -> str:
-    text = await resp.text()
-    start = text.find("<platformFaults:code>") + len("<platformFaults:code>")
-    return text[start:text.find("</platformFaults:code>")]
-
-
-async def logged(rig: Rig, request_id: str) -> dict[str, Any]:
-    await rig.flush_logs()
-    found = await rig.store.logs.find(request_id)
-    assert found is not None, request_id
-    return dict(found[1])
 
 
 def passport(t: Tenant, **kw: Any) -> bytes:
