@@ -32,6 +32,9 @@ async def never_a_bare_500(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as e:
         if e.status == 405 and request.path.startswith("/services/"):
             e.headers["Allow"] = "POST"
+        # Every answer of the proxy port carries a request id, 404 and 405 included (SPEC 4).
+        e.headers["X-Request-Id"] = request.get(REQUEST_ID) or accept_request_id(
+            request.headers.get("X-Request-Id"), uuid.uuid4().hex)
         raise
     except Exception:
         rid = request.get(REQUEST_ID) or accept_request_id(request.headers.get("X-Request-Id"), uuid.uuid4().hex)

@@ -172,9 +172,10 @@ async def test_upstream_refused_is_502_and_slow_is_504(make_rig: MakeRig, aiohtt
 
 async def test_routes_methods_and_framing(make_rig: MakeRig) -> None:
     rig = await make_rig()
-    assert (await rig.client.get("/nowhere")).status == 404
+    r = await rig.client.get("/nowhere", headers={"X-Request-Id": "mine-404"})
+    assert r.status == 404 and r.headers["X-Request-Id"] == "mine-404"
     r = await rig.client.get("/services/NetSuitePort_2024_2")
-    assert r.status == 405 and r.headers["Allow"] == "POST"
+    assert r.status == 405 and r.headers["Allow"] == "POST" and r.headers["X-Request-Id"]
     t = await rig.tenant()
     r = await rig.soap("2024_2", t.tba(), headers={"Content-Type": "application/soap+xml"})
     assert await fault_code(r) == "USER_ERROR" and r.status == 500
