@@ -165,7 +165,7 @@ class SoapProxy:
                 # forward plain bytes instead of a stream held one chunk behind.
                 eof = not await reader.next_chunk()
         except BodyAborted as e:
-            return self._aborted(request, ex, e, path_version)
+            return await self._aborted(request, ex, e, path_version)
 
         head = inspector.head
         if head is None:
@@ -234,10 +234,10 @@ class SoapProxy:
                     return await self._answer_login(request, ex, decision, upstream, fault_version)
                 response = await relay_response(request, ex, upstream)
         except BodyAborted as e:
-            return self._aborted(request, ex, e, fault_version)
+            return await self._aborted(request, ex, e, fault_version)
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             if aborted:
-                return self._aborted(request, ex, aborted[0], fault_version)
+                return await self._aborted(request, ex, aborted[0], fault_version)
             return upstream_failed(ctx, ex, e, fault_version)
         if decision.close_session:
             ctx.spawn(ctx.store.close_session(decision.close_session))
@@ -334,10 +334,10 @@ class SoapProxy:
 
     # ------------------------------------------------------------------ failures
 
-    def _aborted(self, request: web.Request, ex: Exchange, e: BodyAborted,
-                 version: Version | None) -> web.StreamResponse:
+    async def _aborted(self, request: web.Request, ex: Exchange, e: BodyAborted,
+                       version: Version | None) -> web.StreamResponse:
         if e.reason is None:
-            return _http_end(ex, e.detail)
+            return await _send_and_close(request, _http_end(ex, e.detail))
         if e.reason is Reason.REQUEST_TOO_LARGE:
             return self._too_large(request, ex, version)
         return self.ctx.fault_response(ex, e.reason, version, sub_reason=e.detail)
@@ -366,6 +366,18 @@ def _http_end(ex: Exchange, detail: str) -> web.Response:
     status = 400 if detail == CLIENT_GONE else ex.http_status
     response = web.Response(status=status, headers={"X-Request-Id": ex.request_id})
     response.force_close()
+    return response
+
+
+async def _send_and_close(request: web.Request, response: web.Response) -> web.Response:
+    """Answer now, then close at once: aiohttp would otherwise linger up to 10 s reading a body
+    that has stalled or cannot be framed (SPEC 2: 408, then the connection closes)."""
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client is gone already
+    request.protocol.force_close()
     return response
 
 

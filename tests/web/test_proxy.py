@@ -234,3 +234,47 @@ async def test_metrics_count_by_integration_and_reason(make_rig: MakeRig) -> Non
     assert m.get_sample_value("gateway_requests_total", {
         "integration": t.integration["id"], "operation": "get", "outcome": "rejected",
         "reason": "passport_unsupported", "endpoint_version": "2020_2", "auth_method": "user_credentials"}) == 1.0
+
+
+async def test_identity_signature_reaches_the_upstream(make_rig: MakeRig) -> None:
+    import hashlib as _hashlib
+    import hmac as _hmac
+
+    rig = await make_rig(upstream_identity_key="shared-k3y")
+    t = await rig.tenant()
+    resp = await rig.soap("2024_2", t.tba(), headers={"X-Request-Id": "sig-1", "X-Gateway-Signature": "forged"})
+    assert resp.status == 200
+    got = rig.backend.received[-1].headers
+    stamp, _, digest = got["X-Gateway-Signature"].partition(",v1=")
+    message = ".".join([stamp.removeprefix("t="), "sig-1", t.account, t.integration["id"], "token_based",
+                        "jane@example.com", "3"])
+    assert digest == _hmac.new(b"shared-k3y", message.encode(), _hashlib.sha256).hexdigest()
+
+
+async def test_auto_register_admits_an_unknown_account(make_rig: MakeRig) -> None:
+    from tests.factories import passport_xml
+
+    rig = await make_rig(auto_register=True)
+    account = "8" + str(int.from_bytes(__import__("os").urandom(3), "big")).zfill(7)[:6]
+    # 2015.1, user credentials, no application ID: the new account's Default record decides (R8).
+    payload = make_envelope(get_body("2015_1"), [passport_xml("2015_1", "a@example.com", "pw", account)])
+    resp = await rig.soap("2015_1", payload)
+    assert resp.status == 200, await resp.text()
+    assert await rig.store.get_account(account) is not None
+    assert rig.backend.received[-1].headers["X-Gateway-Integration"] == "default"
+
+
+async def test_a_body_that_stalls_after_the_head_gets_408_and_never_completes_upstream(make_rig: MakeRig) -> None:
+    limits = replace(load_settings(environ={}).limits, body_read_timeout_seconds=0.3)
+    rig = await make_rig(limits=limits)
+    t = await rig.tenant()
+    payload = t.tba(body=big_body("2024_2", "text", 200_000))
+    server = rig.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(b"POST /services/NetSuitePort_2024_2 HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+                 + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload[:100_000])
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)  # to EOF: the gateway closes at once
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408") and b"X-Request-Id" in answer
+    assert all(not r.complete for r in rig.backend.received)
