@@ -165,6 +165,9 @@ def text_field(body: dict[str, Any], name: str, *, numeric_ok: bool = False) -> 
         raise Refused("INVALID_REQUEST", f"'{name}' is required and must be a non-empty string")
     if len(value) > 512:
         raise Refused("INVALID_REQUEST", f"'{name}' is longer than 512 characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        # A token's user and role travel in X-Gateway-User / X-Gateway-Role: no line breaks.
+        raise Refused("INVALID_REQUEST", f"'{name}' must not contain control characters")
     return value.strip()
 
 

@@ -378,6 +378,8 @@ async def test_tokens_issue_list_revoke(api: Api, store: RedisStore) -> None:
         {"integration_id": created["id"], "user": "", "role": "3"},
         {"integration_id": created["id"]},
         {"integration_id": created["id"], "user": "u", "role": "3", "extra": 1},
+        {"integration_id": created["id"], "user": "u@x\r\nX-Gateway-Account: 1", "role": "3"},
+        {"integration_id": created["id"], "user": "u@x", "role": "3\n"},
     ):
         await api("POST", f"/accounts/{acct}/tokens", body, expect=400)
 
