@@ -72,9 +72,13 @@ class BodyReader:
     pause_timeout: float
 
     async def next_chunk(self) -> bytes:
+        content = self.request.content
         try:
-            async with asyncio.timeout(self.pause_timeout):  # no task per chunk, unlike wait_for
-                chunk = await self.request.content.readany()
+            # What has arrived already needs no timer (most bodies arrive with their headers).
+            chunk = content.read_nowait() if not content.at_eof() else b""
+            if not chunk and not content.at_eof():
+                async with asyncio.timeout(self.pause_timeout):  # no task per chunk, unlike wait_for
+                    chunk = await content.readany()
         except TimeoutError:
             raise BodyAborted(None, BODY_TIMEOUT) from None
         except HttpProcessingError:  # a bad chunk size, a short body: nothing more can be trusted
@@ -104,11 +108,14 @@ class SoapProxy:
         change dropped the cache, or TBA, whose nonce always goes to Redis) queues here instead
         of exhausting the Redis connection pool, which answers "Too many connections" (a 503
         for a healthy Redis). A lane not free within a second means a sick store: 503."""
-        try:
-            async with asyncio.timeout(STORE_LANE_WAIT):
-                await self._lanes.acquire()
-        except TimeoutError:
-            raise StoreUnavailable("no free store lane") from None
+        if self._lanes.locked():
+            try:
+                async with asyncio.timeout(STORE_LANE_WAIT):
+                    await self._lanes.acquire()
+            except TimeoutError:
+                raise StoreUnavailable("no free store lane") from None
+        else:
+            await self._lanes.acquire()  # a free lane: taken at once, no timer needed
         try:
             yield
         finally:
