@@ -24,12 +24,3 @@ class EnvelopeError(GatewayError):
 
 class StoreUnavailable(GatewayError):
     """Redis cannot be reached and no cached answer may be used."""
-
-
-class UpstreamError(GatewayError):
-    """The upstream refused, reset or timed out."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail

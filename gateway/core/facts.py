@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.core.versions import Version
+from gateway.core.versions import Version, version_from_namespace
 
 SOAP11_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12_NS = "http://www.w3.org/2003/05/soap-envelope"
@@ -57,8 +57,6 @@ class EnvelopeHead:
 
     @property
     def namespace_version(self) -> Version | None:
-        from gateway.core.versions import version_from_namespace
-
         return version_from_namespace(self.operation_namespace)
 
 

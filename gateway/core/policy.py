@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     from gateway.config import Settings
 
 GET_DATA_CENTER_URLS = "getDataCenterUrls"
-LOGIN_OPERATIONS = frozenset({"login", "ssoLogin"})
 LOGOUT = "logout"
 
 

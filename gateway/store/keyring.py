@@ -134,11 +134,6 @@ def _local_key(path: Path) -> bytes:
     return key
 
 
-def new_key_text() -> str:
-    """A fresh key, base64, for operators (`GATEWAY_SECRET_KEYS=<new>,<old>`)."""
-    return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()
-
-
 async def rekey(store: RedisStore) -> int:
     """`gateway rekey`: re-seal every secret under the ring's first key and record that key's
     fingerprint; safe while gateways run (they hold the same ring, so both keys decrypt).

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.config import Settings
-from gateway.core.faults import fault_status, render_fault, render_json_error
+from gateway.core.faults import JSON_CONTENT_TYPE, SOAP_CONTENT_TYPE, fault_status, render_fault, render_json_error
 from gateway.core.policy import PolicySettings
 from gateway.core.reasons import Reason
 from gateway.core.versions import Version, version_tag
@@ -41,6 +40,13 @@ class ProxyContext:
     logs: LogSink
     metrics: GatewayMetrics
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    # The same for every forward: built once, not per request.
+    upstream_timeout: aiohttp.ClientTimeout = field(init=False)
+
+    def __post_init__(self) -> None:
+        limits = self.settings.limits
+        self.upstream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=limits.upstream_connect_timeout_seconds,
+                                                      sock_read=limits.upstream_response_timeout_seconds)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Fire-and-forget work (session touch, best-effort logout) that must not be lost to GC."""
@@ -95,26 +101,22 @@ class ProxyContext:
 
     def fault_response(self, ex: Exchange, reason: Reason, version: Version | None, *,
                        sub_reason: str | None = None, outcome: str = "rejected") -> web.Response:
-        ex.reject(reason, sub_reason, outcome=outcome)
-        status = fault_status(reason)
         body = render_fault(reason, version or self.settings.max_version)
-        ex.http_status = status
-        ex.response_bytes = len(body)
-        ex.response_doc.add(body)
-        return web.Response(status=status, body=body, headers={
-            "Content-Type": "text/xml; charset=utf-8", "X-Request-Id": ex.request_id})
+        return _rejection(ex, reason, fault_status(reason), body, SOAP_CONTENT_TYPE, sub_reason, outcome)
 
     def json_error_response(self, ex: Exchange, reason: Reason, *, sub_reason: str | None = None,
                             outcome: str = "rejected") -> web.Response:
-        ex.reject(reason, sub_reason, outcome=outcome)
         status, body = render_json_error(reason)
-        ex.http_status = status
-        ex.response_bytes = len(body)
-        ex.response_doc.add(body)
-        return web.Response(status=status, body=body, headers={
-            "Content-Type": "application/json", "X-Request-Id": ex.request_id})
+        return _rejection(ex, reason, status, body, JSON_CONTENT_TYPE, sub_reason, outcome)
 
-    def now(self) -> float:
-        return time.time()
+
+def _rejection(ex: Exchange, reason: Reason, status: int, body: bytes, content_type: str,
+               sub_reason: str | None, outcome: str) -> web.Response:
+    """The gateway's own answer, recorded in the exchange as the client gets it."""
+    ex.reject(reason, sub_reason, outcome=outcome)
+    ex.http_status = status
+    ex.response_bytes = len(body)
+    ex.response_doc.add(body)
+    return web.Response(status=status, body=body, headers={"Content-Type": content_type, "X-Request-Id": ex.request_id})
 
 

@@ -94,7 +94,6 @@ class RestletProxy:
 
     async def _forward(self, request: web.Request, ex: Exchange, decision: Forward) -> web.StreamResponse:
         ctx = self.ctx
-        limits = ctx.settings.limits
         headers = upstream_request_headers(
             request.headers, cookie=", ".join(request.headers.getall("Cookie", [])) or None,
             request_id=ex.request_id, peer=request.remote or "", scheme=request.scheme,
@@ -102,13 +101,12 @@ class RestletProxy:
             identity=identity_headers(decision.who, ex.request_id, ctx.settings.upstream_identity_key,
                                       int(time.time())))
         headers["Authorization"] = request.headers["Authorization"]
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=limits.upstream_connect_timeout_seconds,
-                                        sock_read=limits.upstream_response_timeout_seconds)
         data = self._body(request, ex) if request.body_exists else None
         started = time.monotonic()
         try:
             async with ctx.session.request(request.method, ctx.settings.upstream + request.path_qs, data=data,
-                                           headers=headers, timeout=timeout, allow_redirects=False) as upstream:
+                                           headers=headers, timeout=ctx.upstream_timeout,
+                                           allow_redirects=False) as upstream:
                 ex.upstream_seconds = time.monotonic() - started
                 ex.upstream_status = upstream.status
                 return await self._answer(request, ex, decision, upstream)

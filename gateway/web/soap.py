@@ -18,7 +18,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from gateway.core.cookies import parse_cookies, strip_jsessionid
 from gateway.core.decision import Forward, Reject
 from gateway.core.envelope import EnvelopeInspector
-from gateway.core.facts import RequestFacts
+from gateway.core.facts import CookieFacts, RequestFacts
 from gateway.core.policy import decide, plan_lookups
 from gateway.core.reasons import Reason
 from gateway.core.records import InstalledVia, SessionView, State
@@ -33,7 +33,6 @@ from gateway.web.server import REQUEST_ID
 
 log = logging.getLogger("gateway.proxy")
 
-SESSION_OPS = frozenset({"login", "ssoLogin"})
 _FAULT_RE = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?Fault[\s>/]")
 _SUCCESS_RE = re.compile(rb"""isSuccess\s*=\s*["']true["']""")
 _NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # RFC 9110 field values: no CTL but HTAB
@@ -152,7 +151,7 @@ class SoapProxy:
         if framing:
             return ctx.fault_response(ex, Reason.MALFORMED_REQUEST, path_version, sub_reason=framing)
         if request.content_length is not None and request.content_length > self.limits.max_body_bytes:
-            return self._too_large(request, ex, path_version)
+            return self._too_large(ex, path_version)
 
         inspector = EnvelopeInspector(max_depth=self.limits.max_depth, max_head_bytes=self.limits.max_head_bytes,
                                       soap_action=request.headers.get("SOAPAction"))
@@ -180,9 +179,7 @@ class SoapProxy:
             reason = Reason(error.reason) if error else Reason.MALFORMED_REQUEST
             return ctx.fault_response(ex, reason, path_version, sub_reason=error.detail if error else "incomplete")
         ex.operation = head.operation
-        ns_version = head.namespace_version
-        fault_version = path_version or ns_version
-        ex.version = path_version or ns_version
+        fault_version = ex.version = path_version or head.namespace_version
 
         cookies = parse_cookies(request.headers.getall("Cookie", []))
         facts = RequestFacts(path_version=path_version, head=head, cookies=cookies)
@@ -202,12 +199,13 @@ class SoapProxy:
             error = inspector.error
             return ctx.fault_response(ex, Reason.MALFORMED_REQUEST, fault_version,
                                       sub_reason=error.detail if error else "incomplete")
-        return await self._forward(request, ex, decision, reader, held, eof, fault_version)
+        return await self._forward(request, ex, decision, cookies, reader, held, eof, fault_version)
 
     # ------------------------------------------------------------------ forwarding
 
-    async def _forward(self, request: web.Request, ex: Exchange, decision: Forward, reader: BodyReader,
-                       held: list[bytes], eof: bool, fault_version: Version | None) -> web.StreamResponse:
+    async def _forward(self, request: web.Request, ex: Exchange, decision: Forward, cookies: CookieFacts,
+                       reader: BodyReader, held: list[bytes], eof: bool,
+                       fault_version: Version | None) -> web.StreamResponse:
         ctx = self.ctx
         cookie_header = ", ".join(request.headers.getall("Cookie", [])) or None
         if cookie_header and not decision.forward_session_cookie:
@@ -228,17 +226,15 @@ class SoapProxy:
             body = b"".join(held)
         else:
             body = self._stream_rest(reader, held, aborted)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.limits.upstream_connect_timeout_seconds,
-                                        sock_read=self.limits.upstream_response_timeout_seconds)
         url = ctx.settings.upstream + request.path_qs
         started = time.monotonic()
         try:
-            async with ctx.session.post(url, data=body, headers=headers, timeout=timeout,
+            async with ctx.session.post(url, data=body, headers=headers, timeout=ctx.upstream_timeout,
                                         allow_redirects=False) as upstream:
                 ex.upstream_seconds = time.monotonic() - started
                 ex.upstream_status = upstream.status
-                if decision.open_session is not None and ex.operation in SESSION_OPS:
-                    return await self._answer_login(request, ex, decision, upstream, fault_version)
+                if decision.open_session is not None:  # login / ssoLogin
+                    return await self._answer_login(request, ex, decision, cookies, upstream, fault_version)
                 response = await relay_response(request, ex, upstream)
         except BodyAborted as e:
             return await self._aborted(request, ex, e, fault_version)
@@ -248,10 +244,8 @@ class SoapProxy:
             return upstream_failed(ctx, ex, e, fault_version)
         if decision.close_session:
             ctx.spawn(ctx.store.close_session(decision.close_session))
-        elif decision.forward_session_cookie and ctx.policy.idle_timeout_seconds:
-            jsession = parse_cookies(request.headers.getall("Cookie", [])).jsessionid
-            if jsession:
-                ctx.spawn(ctx.store.touch_session(jsession, time.time(), ctx.policy.idle_timeout_seconds))
+        elif decision.forward_session_cookie and cookies.jsessionid:
+            ctx.spawn(ctx.store.touch_session(cookies.jsessionid, time.time(), ctx.policy.idle_timeout_seconds))
         return response
 
     async def _stream_rest(self, reader: BodyReader, held: list[bytes],
@@ -277,7 +271,7 @@ class SoapProxy:
             aborted.append(e)
             raise
 
-    async def _answer_login(self, request: web.Request, ex: Exchange, decision: Forward,
+    async def _answer_login(self, request: web.Request, ex: Exchange, decision: Forward, cookies: CookieFacts,
                             upstream: aiohttp.ClientResponse, fault_version: Version | None) -> web.StreamResponse:
         """login/ssoLogin: a session opens only on the upstream's success with a fresh
         JSESSIONID; auto-install happens only then too (SPEC section 3)."""
@@ -294,7 +288,7 @@ class SoapProxy:
         body = bytes(collected)
         ex.response_bytes = len(body)
         ex.response_doc.add(body)
-        offered = parse_cookies(request.headers.getall("Cookie", [])).jsessionid
+        offered = cookies.jsessionid
         issued = upstream.cookies.get("JSESSIONID")
         session_id = issued.value if issued is not None else None
         success = (upstream.status == 200 and _SUCCESS_RE.search(body) is not None
@@ -346,10 +340,10 @@ class SoapProxy:
         if e.reason is None:
             return await _send_and_close(request, _http_end(ex, e.detail))
         if e.reason is Reason.REQUEST_TOO_LARGE:
-            return self._too_large(request, ex, version)
+            return self._too_large(ex, version)
         return self.ctx.fault_response(ex, e.reason, version, sub_reason=e.detail)
 
-    def _too_large(self, request: web.Request, ex: Exchange, version: Version | None) -> web.StreamResponse:
+    def _too_large(self, ex: Exchange, version: Version | None) -> web.StreamResponse:
         response = self.ctx.fault_response(ex, Reason.REQUEST_TOO_LARGE, version)
         response.force_close()  # the rest of the body is not worth reading
         return response
