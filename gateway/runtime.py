@@ -37,6 +37,10 @@ DRAIN_SECONDS = 30.0
 # hour) lets a few thousand idle clients exhaust the descriptor limit. nginx's default.
 KEEPALIVE_SECONDS = 75.0
 STARTUP_REDIS_WAIT = 30.0
+# Connections the kernel completes before the loop accepts them. asyncio's create_server calls
+# listen() again with aiohttp's default of 128, so it is passed there too: a burst of 500
+# connects with 128 overflowed the queue and the rest waited for a SYN-ACK retransmit (1 s, 3 s, 7 s).
+LISTEN_BACKLOG = 1024
 
 
 def serve(settings: Settings) -> int:
@@ -195,7 +199,7 @@ async def _start_listeners(settings: Settings, ctx: ProxyContext, store: RedisSt
     await proxy_runner.setup()
     reuse = settings.workers > 1
     sock = _bind(settings.listen.host, settings.listen.port, reuse_port=reuse)
-    await web.SockSite(proxy_runner, sock).start()
+    await web.SockSite(proxy_runner, sock, backlog=LISTEN_BACKLOG).start()
     runners: list[web.BaseRunner] = [proxy_runner]
     if admin:
         admin_app = web.Application()
@@ -210,7 +214,7 @@ async def _start_listeners(settings: Settings, ctx: ProxyContext, store: RedisSt
                                         access_log=None, shutdown_timeout=5, keepalive_timeout=KEEPALIVE_SECONDS)
         await admin_runner.setup()
         await web.SockSite(admin_runner, _bind(settings.admin_listen.host, settings.admin_listen.port,
-                                               reuse_port=False)).start()
+                                               reuse_port=False), backlog=LISTEN_BACKLOG).start()
         runners.insert(0, admin_runner)
     return runners
 
@@ -237,6 +241,6 @@ def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     except OSError as e:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from e
-    sock.listen(1024)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
