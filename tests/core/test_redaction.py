@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.core.redaction import (
+    _APPLICATION_ID_RE,
     SECRET_ELEMENTS,
+    mask_application_ids,
     redact_authorization,
     redact_header_value,
     redact_json,
@@ -143,3 +146,25 @@ def test_application_ids_are_masked_in_any_spelling() -> None:
     assert app not in out and uuid_form not in out and out.count("F357") == 2
     assert "a" * 64 in out  # 64-hex token ids are not application IDs
     assert app not in redact_json(f'{{"applicationId": "{app}"}}'.encode(), 10_000)
+
+
+_RUN_RE = re.compile(r"[0-9A-Fa-f][0-9A-Fa-f-]{31,}")
+
+
+def _masked_by_regex(text: str) -> str:
+    """The plain-regex masking mask_application_ids replaced (every hex-and-dash run through
+    the exact pattern): the reference it must agree with, character for character."""
+    return _RUN_RE.sub(lambda run: _APPLICATION_ID_RE.sub(lambda m: "*" * 28 + m.group(1).upper(), run.group()),
+                       text)
+
+
+_ID_PIECES = st.sampled_from(["0670F68D3F8EE8E83B50A137F96DF357", "0670f68d-3f8e-e8e8-3b50-a137f96df357",
+                              "-", "--", "a", "F", "0", "x", "g", " ", "<", "é", "\ufffd", "\U0001f600"])
+
+
+@settings(max_examples=500)
+@given(st.lists(st.one_of(_ID_PIECES, st.text(alphabet="0123456789abcdefABCDEF-xyz é<>", max_size=40)),
+                max_size=12))
+def test_masking_agrees_with_the_plain_regex(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    assert mask_application_ids(text) == _masked_by_regex(text)
