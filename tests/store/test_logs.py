@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from gateway.store import keyspace as ks
+from gateway.store import logstore
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.logstore import LogQuery
 from gateway.web.logwriter import LogWriter
@@ -139,4 +140,126 @@ async def test_writer_stop_flushes(redis_url: str) -> None:
     await writer.stop()
     assert writer.written_total == 3
     assert len((await store.logs.query(ks.usage_log(acct), LogQuery()))[0]) == 3
+    await store.close()
+
+
+async def test_one_write_across_accounts_and_the_global_log_keeps_each_stream_in_order(redis_url: str) -> None:
+    store = await store_on(redis_url)
+    a, b = new_account(), new_account(sandbox=True)
+    iid, other = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+    batch = []
+    for i in range(6):
+        batch += [
+            entry(a, f"{a}-{i}", iid if i % 2 else other),
+            entry(None, f"{a}-g{i}", "none"),
+            entry(b, f"{b}-{i}", "default" if i == 3 else iid),
+        ]
+    await store.write_log_entries(batch)
+
+    async def ids(key: str) -> list[str]:
+        return [e["request_id"] for e in (await store.logs.query(key, LogQuery(limit=1000)))[0]]
+
+    assert await ids(ks.usage_log(a)) == [f"{a}-{i}" for i in reversed(range(6))]
+    assert await ids(ks.execution_log(a, iid)) == [f"{a}-{i}" for i in (5, 3, 1)]
+    assert await ids(ks.execution_log(a, other)) == [f"{a}-{i}" for i in (4, 2, 0)]
+    assert await ids(ks.usage_log(b)) == [f"{b}-{i}" for i in reversed(range(6))]
+    assert await ids(ks.execution_log(b, iid)) == [f"{b}-{i}" for i in (5, 4, 2, 1, 0)]
+    assert not await store.client.exists(ks.execution_log(b, "default"))
+    global_ids = [i for i in await ids(ks.GLOBAL_LOG) if i.startswith(f"{a}-g")]
+    assert global_ids == [f"{a}-g{i}" for i in reversed(range(6))]
+    for rid in (f"{a}-2", f"{b}-3", f"{a}-g4"):
+        found = await store.logs.find(rid)
+        assert found is not None and found[1]["request_id"] == rid
+    assert 20 * 86400 < await store.client.ttl(ks.usage_log(a)) <= 21 * 86400
+    assert 6 * 86400 < await store.client.ttl(ks.execution_log(b, iid)) <= 7 * 86400
+    assert 6 * 86400 < await store.client.ttl(logstore.rid_queue(ks.usage_log(b))) <= 7 * 86400
+    await store.close()
+
+
+async def test_a_write_longer_than_the_stream_keeps_max_entries_and_forgets_the_rest(redis_url: str) -> None:
+    store = await store_on(redis_url, settings=make_settings(log_max_entries_per_stream=10))
+    acct = new_account()
+    iid = "0123456789abcdef0123456789abcdef"
+    await store.write_log_entries([entry(acct, f"{acct}-old{i}") for i in range(4)])
+    await store.write_log_entries([entry(acct, f"{acct}-{i}") for i in range(25)])
+    usage = ks.usage_log(acct)
+    assert await store.client.xlen(usage) == 10
+    assert await store.client.xlen(ks.execution_log(acct, iid)) == 10
+    assert await store.client.llen(logstore.rid_queue(usage)) == 10
+    page, _ = await store.logs.query(usage, LogQuery(limit=1000))
+    assert [e["request_id"] for e in page] == [f"{acct}-{i}" for i in reversed(range(15, 25))]
+    for rid in [f"{acct}-old{i}" for i in range(4)] + [f"{acct}-{i}" for i in range(15)]:
+        assert await store.logs.find(rid) is None
+        assert not await store.client.exists(ks.request_index(rid))
+    for i in range(15, 25):
+        found = await store.logs.find(f"{acct}-{i}")
+        assert found is not None and found[0] == usage
+    await store.close()
+
+
+async def test_a_repeated_request_id_resolves_to_the_newest_entry(redis_url: str) -> None:
+    store = await store_on(redis_url)
+    a, b = new_account(), new_account()
+    dup, twice = f"dup-{a}", f"twice-{a}"
+    # `a` is written first (one call per account), yet b's entry is not the newest `dup`.
+    await store.write_log_entries(
+        [
+            entry(a, twice, outcome="rejected"),
+            entry(b, dup, outcome="rejected"),
+            entry(a, f"{a}-x"),
+            entry(a, dup, outcome="forwarded"),
+            entry(a, twice, outcome="forwarded"),
+        ]
+    )
+    for rid, key in ((dup, ks.usage_log(a)), (twice, ks.usage_log(a))):
+        found = await store.logs.find(rid)
+        assert found is not None and found[0] == key and found[1]["outcome"] == "forwarded"
+    # The older entries of the id stay in the log; only the index points past them.
+    page, _ = await store.logs.query(ks.usage_log(b), LogQuery())
+    assert [e["request_id"] for e in page] == [dup]
+    await store.close()
+
+
+async def test_a_repeated_request_id_trimmed_in_the_same_write_takes_its_index_along(redis_url: str) -> None:
+    store = await store_on(redis_url, settings=make_settings(log_max_entries_per_stream=3))
+    acct = new_account()
+    gone, kept = f"gone-{acct}", f"kept-{acct}"
+    batch = [entry(acct, gone), entry(acct, kept), entry(acct, gone), entry(acct, "x" + acct)]
+    await store.write_log_entries([*batch, entry(acct, kept, outcome="rejected"), entry(acct, "y" + acct)])
+    assert await store.logs.find(gone) is None and not await store.client.exists(ks.request_index(gone))
+    found = await store.logs.find(kept)
+    assert found is not None and found[1]["outcome"] == "rejected"
+    await store.close()
+
+
+async def test_writes_beyond_a_round_trip_are_split_and_all_land_in_order(redis_url: str) -> None:
+    store = await store_on(redis_url)
+    a, b = new_account(), new_account()
+    doc = "<x>" + "y" * 60_000 + "</x>"
+    first = f"first-{a}"
+    batch = [entry(a if i % 3 else b, f"{a}-{i}", request_document=doc) for i in range(60)]
+    batch = [entry(a, first, outcome="rejected"), *batch, entry(a, first, outcome="forwarded")]
+    await store.write_log_entries(batch)  # ~3.6 MB of JSON: several round trips and calls
+    page, _ = await store.logs.query(ks.usage_log(a), LogQuery(limit=1000))
+    assert [e["request_id"] for e in page] == [first] + [f"{a}-{i}" for i in reversed(range(60)) if i % 3] + [first]
+    assert all(e["request_document"] == doc for e in page[1:-1])
+    page, _ = await store.logs.query(ks.usage_log(b), LogQuery(limit=1000))
+    assert [e["request_id"] for e in page] == [f"{a}-{i}" for i in reversed(range(0, 60, 3))]
+    found = await store.logs.find(first)
+    assert found is not None and found[1]["outcome"] == "forwarded"
+    await store.close()
+
+
+async def test_entries_past_retention_take_their_index_along(redis_url: str) -> None:
+    store = await store_on(redis_url)
+    acct = new_account(sandbox=True)
+    await store.write_log_entries([entry(acct, f"{acct}-old{i}") for i in range(3)])
+    now = time.time()
+    store.logs.clock = lambda: now + 8 * 86400
+    await store.write_log_entries([entry(acct, f"{acct}-new")])
+    for i in range(3):
+        assert not await store.client.exists(ks.request_index(f"{acct}-old{i}"))
+    assert await store.client.lrange(logstore.rid_queue(ks.usage_log(acct)), 0, -1) == [
+        (await store.client.get(ks.request_index(f"{acct}-new"))).rpartition(" ")[2] + f" {acct}-new"
+    ]
     await store.close()
