@@ -227,9 +227,9 @@ async def test_slowloris_neither_starves_others_nor_stays(many_fds: None, sample
     assert got_408 == 400 and answers.count(b"") == 100  # silent ones are just closed
     assert fds_busy >= fds_idle + 450
     assert max(latencies) < 0.5, latencies
-    # 2 s header timeout, whatever the dripping; a connection left in an overflowing accept
-    # queue would wait for a SYN-ACK retransmit (+1 s) before its clock even starts.
-    assert closed_after < 3
+    # 2 s header timeout, whatever the dripping (which goes on for 9 s). Not tighter: a busy
+    # machine delays the test's own 500 clients too.
+    assert closed_after < 4
     deadline = time.monotonic() + 5
     while fds_of(gw.proc.pid) > fds_idle + 5:
         assert time.monotonic() < deadline
