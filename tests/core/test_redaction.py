@@ -168,3 +168,20 @@ _ID_PIECES = st.sampled_from(["0670F68D3F8EE8E83B50A137F96DF357", "0670f68d-3f8e
 def test_masking_agrees_with_the_plain_regex(pieces: list[str]) -> None:
     text = "".join(pieces)
     assert mask_application_ids(text) == _masked_by_regex(text)
+
+
+def test_every_secret_name_has_a_needle_for_the_fast_path() -> None:
+    """An ASCII document is only scanned for tags when it holds a needle: every secret element
+    name must contain one, or its text would reach the log."""
+    from gateway.core.redaction import _SECRET_NEEDLES
+
+    for name in SECRET_ELEMENTS:
+        assert any(needle in name.lower() for needle in _SECRET_NEEDLES), name
+    for name in SECRET_ELEMENTS:  # and the fast path redacts what the scan would
+        doc = f"<a><P:{name.upper()} x='1'>{SECRET}</P:{name.upper()}></a>".encode()
+        assert SECRET not in redact_xml(doc, CAP)
+
+
+def test_non_ascii_lookalike_names_are_still_scanned() -> None:
+    # "ſ" folds to "s" under the scan's case-insensitive match, as it always did.
+    assert SECRET not in redact_xml(f"<paſſword>{SECRET}</paſſword>".encode(), CAP)
