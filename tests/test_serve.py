@@ -216,3 +216,13 @@ def test_demo_runs_end_to_end() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "TBA get on 2024.2" in done.stdout and "success" in done.stdout
     assert "fault WS_REQUEST_BLOCKED" in done.stdout and "fault WS_LOG_IN_REQD" in done.stdout
+
+
+def test_startup_objects_leave_the_collectors_view() -> None:
+    """A started worker freezes what exists (it lives as long as the process) and collects the
+    youngest generation less often; checked in a fresh interpreter, not in this test process."""
+    probe = ("import gc; from gateway.runtime import GC_GEN0_THRESHOLD, settle_garbage_collector; "
+             "before = gc.get_freeze_count(); settle_garbage_collector(); "
+             "print(before, gc.get_freeze_count(), gc.get_threshold()[0] == GC_GEN0_THRESHOLD)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "0" and int(out[1]) > 10_000 and out[2] == "True"
