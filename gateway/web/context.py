@@ -31,6 +31,37 @@ class LogSink(Protocol):
     def submit(self, entry: LogItem) -> bool: ...
 
 
+# Half the store's Redis pool (256): logs, pub/sub, sessions and the admin API keep the rest.
+STORE_LANES = 128
+STORE_LANE_WAIT = 1.0
+
+
+class StoreLanes:
+    """Request decisions take turns at the store (`async with ctx.lanes:`): a burst (a thousand
+    clients right after a record change dropped the cache, or signed requests, whose nonce
+    always goes to Redis) queues here instead of exhausting the Redis connection pool, which
+    answers "Too many connections" (a 503 for a healthy Redis). A lane not free within
+    STORE_LANE_WAIT seconds means a sick store: StoreUnavailable. One set per process, shared
+    by the SOAP, RESTlet and Issue Token routes."""
+
+    def __init__(self, lanes: int = STORE_LANES, wait: float = STORE_LANE_WAIT) -> None:
+        self._lanes = asyncio.Semaphore(lanes)
+        self._wait = wait
+
+    async def __aenter__(self) -> None:
+        if not self._lanes.locked():
+            await self._lanes.acquire()  # a free lane: taken at once, no timer needed
+            return
+        try:
+            async with asyncio.timeout(self._wait):
+                await self._lanes.acquire()
+        except TimeoutError:
+            raise StoreUnavailable("no free store lane") from None
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lanes.release()
+
+
 @dataclass
 class ProxyContext:
     settings: Settings
@@ -40,6 +71,7 @@ class ProxyContext:
     logs: LogSink
     metrics: GatewayMetrics
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    lanes: StoreLanes = field(default_factory=StoreLanes)
     # The same for every forward: built once, not per request.
     upstream_timeout: aiohttp.ClientTimeout = field(init=False)
 

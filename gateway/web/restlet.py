@@ -76,9 +76,10 @@ class RestletProxy:
         facts = RestletFacts(method=request.method, base_uri=self._base_uri(request),
                              query=tuple(request.query.items()), auth=auth)
         policy = ctx.policy
-        lookups = await fetch_lookups(ctx.store, type(self).plan(facts), auto_register=policy.auto_register)
         decide = type(self).decide
-        decision = await settle(ctx.store, lookups, lambda lk, now: decide(facts, lk, now, policy))
+        async with ctx.lanes:
+            lookups = await fetch_lookups(ctx.store, type(self).plan(facts), auto_register=policy.auto_register)
+            decision = await settle(ctx.store, lookups, lambda lk, now: decide(facts, lk, now, policy))
         ex.mark_decided()
         ex.who = decision.who
         if isinstance(decision, Reject):
@@ -146,12 +147,13 @@ class IssueTokenProxy(RestletProxy):
         issued = _issued_token(body)
         who = decision.who
         if issued is not None and who.account and who.integration not in ("none", "default"):
-            if decision.install_on_success:
-                await self.ctx.store.install(who.account, who.integration, InstalledVia.ISSUE_TOKEN,
-                                             "system:issue_token")
-            token_id, token_secret = issued
-            await self.ctx.store.save_issued_token(who.account, who.integration, who.user, who.role,
-                                                   token_id, token_secret)
+            async with self.ctx.lanes:
+                if decision.install_on_success:
+                    await self.ctx.store.install(who.account, who.integration, InstalledVia.ISSUE_TOKEN,
+                                                 "system:issue_token")
+                token_id, token_secret = issued
+                await self.ctx.store.save_issued_token(who.account, who.integration, who.user, who.role,
+                                                       token_id, token_secret)
         response = web.Response(status=upstream.status, body=body, headers=client_response_headers(upstream.headers))
         response.headers["X-Request-Id"] = ex.request_id
         return response

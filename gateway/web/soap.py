@@ -4,7 +4,6 @@ last bytes until the envelope is sound (SPEC section 2)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -37,10 +36,6 @@ _FAULT_RE = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?Fault[\s>/]")
 _SUCCESS_RE = re.compile(rb"""isSuccess\s*=\s*["']true["']""")
 _NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # RFC 9110 field values: no CTL but HTAB
 _LOGIN_RESPONSE_CAP = 1 << 20
-# Half the store's Redis pool (256): logs, pub/sub, sessions, RESTlets and the admin API
-# keep the rest.
-STORE_LANES = 128
-STORE_LANE_WAIT = 1.0
 
 
 # How a body can end without a SOAP answer (`BodyAborted.reason` None): the client stalled
@@ -99,26 +94,6 @@ class SoapProxy:
     def __init__(self, ctx: ProxyContext) -> None:
         self.ctx = ctx
         self.limits = ctx.settings.limits
-        self._lanes = asyncio.Semaphore(STORE_LANES)
-
-    @contextlib.asynccontextmanager
-    async def _store_lane(self) -> AsyncIterator[None]:
-        """Decisions take turns at the store: a burst (a thousand clients right after a record
-        change dropped the cache, or TBA, whose nonce always goes to Redis) queues here instead
-        of exhausting the Redis connection pool, which answers "Too many connections" (a 503
-        for a healthy Redis). A lane not free within a second means a sick store: 503."""
-        if self._lanes.locked():
-            try:
-                async with asyncio.timeout(STORE_LANE_WAIT):
-                    await self._lanes.acquire()
-            except TimeoutError:
-                raise StoreUnavailable("no free store lane") from None
-        else:
-            await self._lanes.acquire()  # a free lane: taken at once, no timer needed
-        try:
-            yield
-        finally:
-            self._lanes.release()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ctx = self.ctx
@@ -183,7 +158,7 @@ class SoapProxy:
 
         cookies = parse_cookies(request.headers.getall("Cookie", []))
         facts = RequestFacts(path_version=path_version, head=head, cookies=cookies)
-        async with self._store_lane():
+        async with ctx.lanes:
             lookups = await fetch_lookups(ctx.store, plan_lookups(facts), auto_register=ctx.policy.auto_register)
             decision = await settle(ctx.store, lookups, lambda lk, now: decide(facts, lk, now, ctx.policy))
             ex.mark_decided()
