@@ -35,6 +35,7 @@ from gateway.store.logstore import matches, parse_query
 from gateway.store.redis import RedisStore
 from gateway.store.registry import account_json, looks_like_id
 from gateway.store.tokens import AdminPrincipal
+from gateway.web.context import StoreLanes
 
 log = logging.getLogger("gateway.admin")
 
@@ -82,6 +83,25 @@ class Refused(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+# The admin API's own turns at the store, beside the request routes' 128 (gateway.web.context):
+# a script firing a thousand calls at once waits for a lane instead of exhausting the Redis
+# pool; an operator can wait longer for one than a SOAP client.
+ADMIN_STORE_LANES = 64
+ADMIN_STORE_LANE_WAIT = 10.0
+
+
+def store_turns(lanes: StoreLanes) -> Any:
+    """Middleware: every admin request holds one of `lanes` while it runs."""
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        async with lanes:
+            return await handler(request)
+
+    return middleware
 
 
 @web.middleware
@@ -362,7 +382,8 @@ def create_admin_app(
     failure_window: float = 60.0,
 ) -> web.Application:
     api = AdminApi(store, settings, bootstrap_token, FailureLimiter(failure_limit, failure_window))
-    app = web.Application(middlewares=[json_errors], client_max_size=1 << 20)
+    lanes = StoreLanes(ADMIN_STORE_LANES, ADMIN_STORE_LANE_WAIT)
+    app = web.Application(middlewares=[json_errors, store_turns(lanes)], client_max_size=1 << 20)
     g, A = api.guard, "/accounts/{account}"
     I = A + "/integrations/{id}"  # noqa: E741
     r = app.router

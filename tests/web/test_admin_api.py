@@ -598,3 +598,23 @@ async def test_logs_routes(api: Api, store: RedisStore) -> None:
     assert since["entries"] == []
     until = await api("GET", f"/accounts/{acct}/usage-log", until="2029-12-31T00:00:00Z", expect=200)
     assert until["entries"] == []
+
+
+async def test_a_burst_of_admin_requests_queues_for_redis_instead_of_failing(api: Api) -> None:
+    """Far more admin requests at once than the Redis pool has connections (256), each a few
+    Redis reads: they take turns at the store and all answer 200, none a STORE_UNAVAILABLE
+    503 because the pool said "Too many connections"."""
+    import aiohttp
+
+    acct = await api.account()
+    await api.integration(acct)
+    url = api.client.make_url(f"/admin/v1/accounts/{acct}/integrations")
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                     headers={"Authorization": f"Bearer {BOOT}"}) as http:
+        async def list_integrations() -> int:
+            async with http.get(url) as resp:
+                await resp.read()
+                return resp.status
+
+        statuses = await asyncio.gather(*(list_integrations() for _ in range(2000)))
+    assert statuses.count(200) == len(statuses), {s: statuses.count(s) for s in set(statuses)}
