@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.config import Settings
 from gateway.core.records import (
@@ -49,6 +50,11 @@ from gateway.store.tokens import Tokens, token_context
 log = logging.getLogger("gateway.store")
 
 T = TypeVar("T")
+
+# Redis answers the request path in well under a millisecond; one that takes this long is as
+# good as gone for a client waiting on a SOAP answer (the cache serves what it may instead).
+REQUEST_PATH_DEADLINE = 0.5
+SUSPECT_SECONDS = 0.5
 
 
 def connect(redis_url: str) -> Client:
@@ -79,6 +85,7 @@ class RedisStore:
         self.errors_total = 0
         self.metrics = metrics
         self._listener: asyncio.Task[None] | None = None
+        self._suspect_until = 0.0  # loop time until which request-path calls fail at once
         if metrics is not None:
             self.cache.on_lookup = lambda result: metrics.cache_lookups.labels(result).inc()
             self.cache.on_lag = metrics.propagation_lag.observe
@@ -138,20 +145,38 @@ class RedisStore:
 
     # ------------------------------------------------------------------ request path reads
 
-    async def _read(self, load: Callable[[], Awaitable[T]], operation: str = "write") -> T:
-        """An uncached operation: Redis failures become StoreUnavailable."""
+    async def _read(self, load: Callable[[], Awaitable[T]], operation: str = "write", *,
+                    request_path: bool = True) -> T:
+        """An uncached operation: Redis failures become StoreUnavailable. On the request path
+        under the fail-fast deadline (`_answer_fast`); the log writer and readiness probe keep
+        the socket timeout."""
         try:
-            value = await load()
+            value = await (self._answer_fast(load) if request_path else load())
         except (RedisError, OSError) as e:
             self._count_error(operation)
             raise StoreUnavailable(f"redis: {e}") from e
         self.cache.touch()
         return value
 
+    async def _answer_fast(self, load: Callable[[], Awaitable[T]]) -> T:
+        """A request-path call answers within REQUEST_PATH_DEADLINE or counts as unreachable
+        (a frozen Redis accepts and never answers: without this, every request would wait out
+        the 2 s socket timeout). After a missed deadline, calls fail at once for
+        SUSPECT_SECONDS (the cache serves what it may meanwhile), then the next one tries."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._suspect_until:
+            raise RedisTimeoutError("redis missed a deadline a moment ago")
+        try:
+            async with asyncio.timeout(REQUEST_PATH_DEADLINE):
+                return await load()
+        except TimeoutError:
+            self._suspect_until = loop.time() + SUSPECT_SECONDS
+            raise RedisTimeoutError(f"redis did not answer within {REQUEST_PATH_DEADLINE} s") from None
+
     async def _cached(self, key: tuple[str, ...], load: Callable[[], Awaitable[T]]) -> T:
         errors = self.cache.store_errors
         try:
-            return await self.cache.get(key, load)
+            return await self.cache.get(key, lambda: self._answer_fast(load))
         finally:
             if self.cache.store_errors != errors:
                 self._count_error(key[0])
@@ -282,11 +307,11 @@ class RedisStore:
     # ------------------------------------------------------------------ logs, health
 
     async def write_log_entries(self, entries: Sequence[Mapping[str, Any]]) -> None:
-        await self._read(lambda: self.logs.write(entries))
+        await self._read(lambda: self.logs.write(entries), request_path=False)
 
     async def ping(self) -> bool:
         try:
-            await self._read(self.client.ping)
+            await self._read(self.client.ping, request_path=False)
         except StoreUnavailable:
             return False
         return True
