@@ -33,7 +33,10 @@ class LogSink(Protocol):
 
 # Half the store's Redis pool (256): logs, pub/sub, sessions and the admin API keep the rest.
 STORE_LANES = 128
-STORE_LANE_WAIT = 1.0
+# A lane is held for a Redis round trip or two, and never past the store's request-path
+# deadline (gateway.store.redis), so a long wait means a queue, not a sick store: 1 s turned
+# healthy bursts on a busy machine into 503s (134-444 of 2,000 signed requests).
+STORE_LANE_WAIT = 5.0
 
 
 class StoreLanes:
@@ -41,8 +44,8 @@ class StoreLanes:
     clients right after a record change dropped the cache, or signed requests, whose nonce
     always goes to Redis) queues here instead of exhausting the Redis connection pool, which
     answers "Too many connections" (a 503 for a healthy Redis). A lane not free within
-    STORE_LANE_WAIT seconds means a sick store: StoreUnavailable. One set per process, shared
-    by the SOAP, RESTlet and Issue Token routes."""
+    STORE_LANE_WAIT seconds: StoreUnavailable. One set per process, shared by the SOAP,
+    RESTlet and Issue Token routes."""
 
     def __init__(self, lanes: int = STORE_LANES, wait: float = STORE_LANE_WAIT) -> None:
         self._lanes = asyncio.Semaphore(lanes)
