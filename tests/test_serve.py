@@ -111,6 +111,35 @@ async def test_embedded_redis_starts_persists_and_stops_with_the_gateway(
     assert not any(p for p in _all_redis_on(redis_dir))
 
 
+async def test_a_killed_gateway_takes_its_redis_along_and_a_second_one_is_refused(
+        tmp_path: Path, upstream: TestServer, served: list[Served]) -> None:
+    """SIGKILL leaves the gateway no chance to stop its Redis: the server gets the parent-death
+    signal instead, also after a restart by the watcher thread. A second gateway on a data
+    directory whose Redis is alive is refused (two servers appending to one AOF corrupt it)."""
+    url = str(upstream.make_url("")).rstrip("/")
+    gw = Served(tmp_path, url)
+    served.append(gw)
+    [child] = redis_children(gw.proc.pid)
+    second = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--listen", f"127.0.0.1:{free_port()}",
+         "--admin-listen", f"127.0.0.1:{free_port()}", "--upstream", url, "--data-dir", str(gw.data_dir)],
+        capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")})
+    assert second.returncode == 2 and "already serves" in second.stderr, second.stderr
+    assert redis_children(gw.proc.pid) == [child]  # the first gateway's server untouched
+    os.kill(child, signal.SIGKILL)  # restarted by the watcher thread: the signal must follow it
+    deadline = time.monotonic() + 10
+    while not (restarted := redis_children(gw.proc.pid)) or restarted == [child]:
+        assert time.monotonic() < deadline, gw.log_path.read_text()
+        await asyncio.sleep(0.1)
+    gw.proc.kill()
+    gw.proc.wait(5)
+    deadline = time.monotonic() + 5
+    while _all_redis_on(gw.data_dir / "redis"):
+        assert time.monotonic() < deadline, _all_redis_on(gw.data_dir / "redis")
+        await asyncio.sleep(0.1)
+
+
 def _all_redis_on(redis_dir: Path) -> list[str]:
     out = subprocess.run(["pgrep", "-af", "redis-server"], capture_output=True, text=True)
     return [line for line in out.stdout.splitlines() if str(redis_dir) in line]

