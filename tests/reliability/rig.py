@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -26,8 +25,8 @@ from gateway.store.redis import RedisStore
 from gateway.web.app import health_routes
 from gateway.web.context import ProxyContext
 from gateway.web.logwriter import LogWriter
-from tests.store.helpers import new_account, store_on
-from tests.web.conftest import Tenant
+from tests.store.helpers import store_on
+from tests.web.conftest import Tenant, new_tenant
 
 SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8"}
 
@@ -83,13 +82,7 @@ class Gateway:
             return r.status == 200
 
     async def tenant(self, **fields: Any) -> Tenant:
-        account = new_account()
-        await self.store.registry.put_account(account, False)
-        body = {"name": f"integration-{secrets.token_hex(3)}", "state": "enabled",
-                "auth": {"user_credentials": True, "token_based": True}} | fields
-        integ = await self.store.registry.create_integration(account, body, "test")
-        token = await self.store.tokens.issue(account, integ["id"], "jane@example.com", "3")
-        tenant = Tenant(account, integ, token)
+        tenant = await new_tenant(self.store, **fields)
         self.tenants.append(tenant)
         return tenant
 

@@ -60,16 +60,21 @@ class Rig:
         return await self.client.post(path or f"/services/NetSuitePort_{version}", data=payload, headers=hdrs)
 
     async def tenant(self, **fields: Any) -> Tenant:
-        account = new_account()
-        await self.store.registry.put_account(account, False)
-        body = {"name": f"integration-{secrets.token_hex(3)}", "state": "enabled",
-                "auth": {"user_credentials": True, "token_based": True}} | fields
-        integ = await self.store.registry.create_integration(account, body, "test")
-        token = await self.store.tokens.issue(account, integ["id"], "jane@example.com", "3")
-        return Tenant(account, integ, token)
+        return await new_tenant(self.store, **fields)
 
     async def flush_logs(self) -> None:
         await self.writer.flush()
+
+
+async def new_tenant(store: RedisStore, **fields: Any) -> Tenant:
+    """A fresh account with an enabled integration (both methods, `fields` on top) and a token."""
+    account = new_account()
+    await store.registry.put_account(account, False)
+    body = {"name": f"integration-{secrets.token_hex(3)}", "state": "enabled",
+            "auth": {"user_credentials": True, "token_based": True}} | fields
+    integ = await store.registry.create_integration(account, body, "test")
+    token = await store.tokens.issue(account, integ["id"], "jane@example.com", "3")
+    return Tenant(account, integ, token)
 
 
 MakeRig = Callable[..., Any]

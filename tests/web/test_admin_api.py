@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -604,8 +605,6 @@ async def test_a_burst_of_admin_requests_queues_for_redis_instead_of_failing(api
     """Far more admin requests at once than the Redis pool has connections (256), each a few
     Redis reads: they take turns at the store and all answer 200, none a STORE_UNAVAILABLE
     503 because the pool said "Too many connections"."""
-    import aiohttp
-
     acct = await api.account()
     await api.integration(acct)
     url = api.client.make_url(f"/admin/v1/accounts/{acct}/integrations")

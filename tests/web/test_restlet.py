@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
 import time
 from typing import Any
 
+import aiohttp
 import pytest
 import requests
 from multidict import CIMultiDict
@@ -306,10 +308,6 @@ async def test_a_burst_of_nonce_checks_queues_for_redis_instead_of_failing(make_
     needs its nonce claimed in Redis. They take turns at the store (`StoreLanes`) and all pass;
     none gets a 503 because the pool said "Too many connections" (RESTlets did, before they
     shared the SOAP route's lanes: 96 to 443 of 2,000)."""
-    import asyncio
-
-    import aiohttp
-
     rig = await make_rig()
     t = await rig.tenant()
     burst = 2000
