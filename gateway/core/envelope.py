@@ -11,6 +11,7 @@ element names, because multi-megabyte bodies must cost as little Python per elem
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any, Final
 
 from lxml import etree
@@ -347,6 +348,42 @@ def _scan_prolog(buf: bytes | bytearray) -> str | None:
     return "prolog" if nxt == b"?" else ""
 
 
+class _NamespaceErrors(etree.PyErrorLog):
+    """Counts libxml2's namespace errors (not warnings) in this thread.
+
+    A target parser reads through them silently: `<nope:get>` with `nope` undeclared reaches the
+    target as `get`, a malformed QName as a bare name, an attribute bound twice through two
+    prefixes of one URI keeps one value; lxml never raises. libxml2 still reports each error,
+    and lxml forwards every report to the thread's global error log, so the inspector compares
+    the count around its own feeds (parsing is synchronous: a change in between is its own
+    document's). Everything else is dropped: the parser's own error handling deals with it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.undeclared = False  # the last error was an undeclared prefix
+
+    def receive(self, log_entry: Any) -> None:
+        if log_entry.domain == _NAMESPACE_DOMAIN and log_entry.level >= _ERROR_LEVEL:
+            self.count += 1
+            self.undeclared = log_entry.type == _NS_UNDEFINED
+
+
+_NAMESPACE_DOMAIN: Final = etree.ErrorDomains.NAMESPACE
+_ERROR_LEVEL: Final = etree.ErrorLevels.ERROR
+_NS_UNDEFINED: Final = etree.ErrorTypes.NS_ERR_UNDEFINED_NAMESPACE
+_THREAD: Final = threading.local()
+
+
+def _namespace_errors() -> _NamespaceErrors:
+    log: _NamespaceErrors | None = getattr(_THREAD, "log", None)
+    if log is None:  # lxml's global error log is per thread: install ours once per thread
+        log = _THREAD.log = _NamespaceErrors()
+        etree.use_global_python_log(log)
+    return log
+
+
 class _ParserPool:
     """Target parsers cost more to build than a small envelope costs to parse (lxml inspects the
     target's methods on every construction), so parsers that closed cleanly are reused."""
@@ -435,7 +472,7 @@ class EnvelopeInspector:
         try:
             if self._parser is None:
                 raise _Violation(_scan_prolog(self._prolog) or "incomplete", after_head=False)
-            self._parser.close()
+            self._parser_call(self._parser.close)
             if not self._target.root_closed:
                 raise _Violation("incomplete", after_head=self._target.head is not None)
         except _Violation as v:
@@ -474,7 +511,7 @@ class EnvelopeInspector:
     def _push(self, data: bytes) -> None:
         if self._head is not None:
             self._parsed += len(data)
-            self._parser.feed(data)
+            self._parser_call(self._parser.feed, data)
             return
         # Before the head, never hand libxml2 a byte past the head limit: a head that fits is
         # then always seen before the limit is judged, whatever the client's chunking.
@@ -483,7 +520,7 @@ class EnvelopeInspector:
         try:
             if first:
                 self._parsed += len(first)
-                self._parser.feed(first)
+                self._parser_call(self._parser.feed, first)
         finally:
             self._snapshot_head()
         if self._head is None:
@@ -492,7 +529,16 @@ class EnvelopeInspector:
             return
         if len(first) < len(data):
             self._parsed += len(data) - len(first)
-            self._parser.feed(data[len(first):])
+            self._parser_call(self._parser.feed, data[len(first):])
+
+    def _parser_call(self, call: Any, *args: bytes) -> None:
+        """One feed or close; a namespace error reported meanwhile is a violation: the envelope
+        is not namespace-well-formed, and a backend would read it differently."""
+        errors = _namespace_errors()
+        before = errors.count
+        call(*args)
+        if errors.count != before:
+            raise self._target.fail("undeclared_prefix" if errors.undeclared else "namespace")
 
     def _snapshot_head(self) -> None:
         head = self._target.head

@@ -200,10 +200,7 @@ CASES: dict[str, Case] = {
         AMBIGUOUS, version=P),
 }
 # Differentials the core does not refuse yet (gateway/core, reported; strict xfail, so a fix shows).
-KNOWN_GAPS = {
-    "undeclared prefix": "libxml2 reports an undeclared prefix as a namespace warning and drops the prefix; the "
-    "envelope is not namespace-well-formed (gateway/core/envelope.py: should be malformed_request)",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("name", list(CASES))
