@@ -348,7 +348,7 @@ def _scan_prolog(buf: bytes | bytearray) -> str | None:
     return "prolog" if nxt == b"?" else ""
 
 
-class _NamespaceErrors(etree.PyErrorLog):
+class _NamespaceErrors(etree.PyErrorLog):  # type: ignore[misc]  # lxml ships no stubs
     """Counts libxml2's namespace errors (not warnings) in this thread.
 
     A target parser reads through them silently: `<nope:get>` with `nope` undeclared reaches the

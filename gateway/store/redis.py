@@ -44,6 +44,7 @@ from gateway.store.atomic import Client
 from gateway.store.cache import RecordCache
 from gateway.store.keyring import KeyRing
 from gateway.store.logstore import LogStore
+from gateway.store.pipelined import PipelinedConnection
 from gateway.store.registry import Registry, account_view, installation_view, looks_like_id
 from gateway.store.tokens import Tokens, token_context
 
@@ -73,9 +74,13 @@ def connect(redis_url: str) -> Client:
 
 class RedisStore:
     def __init__(
-        self, client: Client, keyring: KeyRing, settings: Settings, metrics: GatewayMetrics | None = None
+        self, client: Client, keyring: KeyRing, settings: Settings, metrics: GatewayMetrics | None = None,
+        *, pipelined: PipelinedConnection | None = None,
     ) -> None:
         self.client = client
+        # The request path's uncached commands (nonce claims, session reads), when the URL
+        # allows one (not TLS); everything else, and those too without it, go through redis-py.
+        self.pipelined = pipelined
         self.keyring = keyring
         self.settings = settings
         self.cache = RecordCache(settings.cache_max_stale_seconds)
@@ -117,6 +122,8 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.stop_listener()
+        if self.pipelined is not None:
+            await self.pipelined.aclose()
         await self.client.aclose()
 
     async def check_eviction_policy(self) -> None:
@@ -172,6 +179,11 @@ class RedisStore:
         except TimeoutError:
             self._suspect_until = loop.time() + SUSPECT_SECONDS
             raise RedisTimeoutError(f"redis did not answer within {REQUEST_PATH_DEADLINE} s") from None
+
+    def _pipelined_call(self, *args: str | int) -> Callable[[], Awaitable[Any]]:
+        pipelined = self.pipelined
+        assert pipelined is not None
+        return lambda: pipelined.call(*args)
 
     async def _cached(self, key: tuple[str, ...], load: Callable[[], Awaitable[T]]) -> T:
         errors = self.cache.store_errors
@@ -244,8 +256,10 @@ class RedisStore:
     # ------------------------------------------------------------------ request path writes
 
     async def claim_nonce(self, scope: str, nonce: str, ttl_seconds: int) -> bool:
-        key = ks.nonce(scope, nonce)
-        return bool(await self._read(lambda: self.client.set(key, "1", nx=True, ex=max(int(ttl_seconds), 1))))
+        key, ttl = ks.nonce(scope, nonce), max(int(ttl_seconds), 1)
+        if self.pipelined is not None:
+            return bool(await self._read(self._pipelined_call("SET", key, "1", "NX", "EX", ttl)) == "OK")
+        return bool(await self._read(lambda: self.client.set(key, "1", nx=True, ex=ttl)))
 
     async def install(
         self, account_id: str, integration_id: str, via: InstalledVia, actor: str
@@ -266,7 +280,10 @@ class RedisStore:
     async def get_session(self, session_id: str) -> SessionView | None:
         if not session_id or len(session_id) > 512:
             return None
-        raw = await self._read(lambda: self.client.get(ks.session(session_id)))
+        if self.pipelined is not None:
+            raw = await self._read(self._pipelined_call("GET", ks.session(session_id)))
+        else:
+            raw = await self._read(lambda: self.client.get(ks.session(session_id)))
         if raw is None:
             return None
         data = json.loads(raw)
@@ -356,16 +373,17 @@ async def open_store(
 ) -> RedisStore:
     """Connect, check the server and the key ring, start the invalidation listener."""
     client = connect(redis_url)
-    store = RedisStore(client, KeyRing(list(secret_keys)), settings, metrics)
+    store = RedisStore(client, KeyRing(list(secret_keys)), settings, metrics,
+                       pipelined=PipelinedConnection.from_url(redis_url, client_name="integration-gateway"))
     try:
         await client.ping()
         await store.check_eviction_policy()
         await store.check_key_fingerprint()
     except (RedisError, OSError) as e:
-        await client.aclose()
+        await store.close()
         raise StoreUnavailable(f"cannot reach redis: {e}") from e
     except BaseException:
-        await client.aclose()
+        await store.close()
         raise
     if listen:
         store.start_listener()

@@ -1,0 +1,222 @@
+"""One Redis connection for the request path's uncached commands (nonce claims, session reads).
+
+Commands are written as they come and answers are matched in order: Redis answers one
+connection's commands in the order it received them. Concurrent requests then cost a write
+each and share one read loop, with no connection checkout, task or timer per command.
+
+Why not redis-py here: on this path its client costs about 45 us of CPU per command (pool
+checkout and release, command packing, retry and observability wrappers, and a `wait_for`
+task per send once a socket timeout is set), where this costs about 5 us; a TBA request's
+nonce claim is its only Redis round trip. Everything else (transactions, scripts, pub/sub,
+the admin side) stays on redis-py, and so do TLS connections (`from_url` returns None).
+
+Deadlines are the caller's (`RedisStore._answer_fast`). An answer whose caller gave up is
+still matched to its place in the queue and dropped, so the stream never goes out of step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any, Final, cast
+
+from redis.asyncio.connection import UnixDomainSocketConnection, parse_url
+from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+# A server that stopped answering while requests kept coming: past this many unanswered
+# commands the connection is dropped and they all fail (each has long given up by then).
+MAX_UNANSWERED: Final = 10_000
+CONNECT_TIMEOUT: Final = 1.0
+
+Reply = str | int | None | list[Any] | ResponseError
+
+
+class _Incomplete:
+    """The buffer ends inside a reply."""
+
+
+INCOMPLETE: Final = _Incomplete()
+
+
+class ProtocolError(Exception):
+    """Bytes that are no RESP reply: the connection cannot be trusted any more."""
+
+
+def pack_command(args: tuple[str | int | bytes, ...]) -> bytes:
+    """A RESP array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        raw = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(parts)
+
+
+def parse_reply(buf: bytes, pos: int) -> tuple[Reply | _Incomplete, int]:
+    """The RESP2 reply starting at `pos` and the position after it, or INCOMPLETE. Bulk
+    strings are decoded as UTF-8 (as redis-py's `decode_responses=True`); an error reply is
+    returned as a ResponseError for its caller to raise."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        return INCOMPLETE, pos
+    kind, line, after = buf[pos : pos + 1], buf[pos + 1 : end], end + 2
+    if kind == b"+":
+        return line.decode("utf-8", "replace"), after
+    if kind == b"$":
+        size = int(line)
+        if size < 0:
+            return None, after
+        if len(buf) < after + size + 2:
+            return INCOMPLETE, pos
+        return buf[after : after + size].decode("utf-8", "replace"), after + size + 2
+    if kind == b":":
+        return int(line), after
+    if kind == b"-":
+        return ResponseError(line.decode("utf-8", "replace")), after
+    if kind == b"*":
+        count = int(line)
+        if count < 0:
+            return None, after
+        items: list[Any] = []
+        for _ in range(count):
+            item, after = parse_reply(buf, after)
+            if item is INCOMPLETE:
+                return INCOMPLETE, pos
+            items.append(item)
+        return items, after
+    raise ProtocolError(f"unexpected reply type {kind!r}")
+
+
+class _RespProtocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.waiting: collections.deque[asyncio.Future[Reply]] = collections.deque()
+        self.buffer = b""
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are no asyncio.Transport
+
+    def send(self, packed: bytes) -> asyncio.Future[Reply]:
+        if self.lost or self.transport is None:
+            raise RedisConnectionError("redis connection lost")
+        if len(self.waiting) >= MAX_UNANSWERED:
+            self.drop(RedisConnectionError(f"redis left {MAX_UNANSWERED} commands unanswered"))
+            raise RedisConnectionError("redis stopped answering")
+        answer: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.waiting.append(answer)
+        self.transport.write(packed)
+        return answer
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer + data if self.buffer else data
+        pos = 0
+        try:
+            while True:
+                reply, after = parse_reply(buf, pos)
+                if isinstance(reply, _Incomplete):
+                    break
+                if not self.waiting:
+                    raise ProtocolError("a reply nobody asked for")
+                pos = after
+                answer = self.waiting.popleft()
+                if answer.done():  # its caller gave up (a deadline): the answer is dropped
+                    continue
+                if isinstance(reply, ResponseError):
+                    answer.set_exception(reply)
+                else:
+                    answer.set_result(reply)
+        except (ProtocolError, ValueError) as e:
+            self.drop(RedisConnectionError(f"bad reply from redis: {e}"))
+            return
+        self.buffer = buf[pos:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._fail_all(RedisConnectionError(f"redis connection lost: {exc or 'closed by the server'}"))
+
+    def drop(self, exc: Exception) -> None:
+        self.lost = True
+        self._fail_all(exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _fail_all(self, exc: Exception) -> None:
+        while self.waiting:
+            answer = self.waiting.popleft()
+            if not answer.done():
+                answer.set_exception(exc)
+
+
+class PipelinedConnection:
+    """`await conn.call("SET", key, "1", "NX", "EX", 60)`: connects on first use and again
+    after a loss; raises redis-py's exceptions, so callers handle one family."""
+
+    def __init__(self, *, path: str | None = None, host: str = "localhost", port: int = 6379,
+                 username: str | None = None, password: str | None = None, db: int = 0,
+                 client_name: str | None = None) -> None:
+        self.path, self.host, self.port = path, host, port
+        self.username, self.password, self.db = username, password, db
+        self.client_name = client_name
+        self._protocol: _RespProtocol | None = None
+        self._connecting = asyncio.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, *, client_name: str | None = None) -> PipelinedConnection | None:
+        """For redis:// and unix:// URLs; None for TLS, whose set-up stays redis-py's alone."""
+        options = parse_url(url)
+        kind = options.get("connection_class")
+        if kind is not None and kind is not UnixDomainSocketConnection:
+            return None
+        return cls(path=options.get("path"), host=options.get("host", "localhost"),
+                   port=int(options.get("port", 6379)), username=options.get("username"),
+                   password=options.get("password"), db=int(options.get("db") or 0), client_name=client_name)
+
+    async def call(self, *args: str | int | bytes) -> Any:
+        protocol = self._protocol
+        if protocol is None or protocol.lost:
+            protocol = await self._connect()
+        return await protocol.send(pack_command(args))
+
+    async def aclose(self) -> None:
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and not protocol.lost:
+            protocol.drop(RedisConnectionError("connection closed"))
+
+    async def _connect(self) -> _RespProtocol:
+        async with self._connecting:  # one connect for every caller waiting on it
+            if self._protocol is not None and not self._protocol.lost:
+                return self._protocol
+            loop = asyncio.get_running_loop()
+            protocol: _RespProtocol | None = None
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    if self.path is not None:
+                        _, protocol = await loop.create_unix_connection(_RespProtocol, self.path)
+                    else:
+                        _, protocol = await loop.create_connection(_RespProtocol, self.host, self.port)
+                    await self._handshake(protocol)
+            except TimeoutError:
+                raise RedisConnectionError(f"redis did not accept within {CONNECT_TIMEOUT} s") from None
+            except OSError as e:
+                raise RedisConnectionError(f"cannot connect to redis: {e}") from e
+            except ResponseError as e:
+                raise AuthenticationError(f"redis refused the connection set-up: {e}") from e
+            finally:
+                if protocol is not None and self._protocol is not protocol and not protocol.lost:
+                    protocol.drop(RedisConnectionError("connection set-up failed"))
+            return protocol
+
+    async def _handshake(self, protocol: _RespProtocol) -> None:
+        steps: list[tuple[str | int, ...]] = []
+        if self.password is not None:
+            steps.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
+        if self.db:
+            steps.append(("SELECT", self.db))
+        if self.client_name:
+            steps.append(("CLIENT", "SETNAME", self.client_name))
+        answers = [protocol.send(pack_command(step)) for step in steps]  # pipelined too
+        for result in await asyncio.gather(*answers, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
+        self._protocol = protocol
