@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from http import HTTPStatus
 from typing import Any
@@ -34,6 +35,17 @@ log = logging.getLogger("gateway.http")
 # The exchange's request id, for whoever answers when the handler could not (app.py).
 REQUEST_ID = web.RequestKey("request_id", str)
 
+# A client's X-Request-Id in a request head aiohttp refused to parse (SPEC 4: every response
+# carries the client's id when it is 1-128 of [A-Za-z0-9._-], a new one otherwise).
+_RAW_REQUEST_ID = re.compile(rb"\r\nx-request-id[ \t]*:[ \t]*([A-Za-z0-9._-]{1,128})[ \t]*(?=\r\n)", re.IGNORECASE)
+
+
+def raw_request_id(data: bytes) -> str | None:
+    """The client's id from the raw bytes of a head, when exactly one valid one is there (two
+    X-Request-Id fields: which one would a backend see? a new id is the honest answer)."""
+    found = _RAW_REQUEST_ID.findall(data, 0, data.find(b"\r\n\r\n") + 2 if b"\r\n\r\n" in data else len(data))
+    return found[0].decode() if len(found) == 1 else None
+
 
 class GuardedRequestHandler(RequestHandler):
     header_timeout: float = 10.0
@@ -43,6 +55,7 @@ class GuardedRequestHandler(RequestHandler):
         self._gw_timer: asyncio.TimerHandle | None = None
         self._gw_between_requests = False
         self._gw_bytes_since_arm = 0
+        self._gw_refused_request_id: str | None = None  # the client's, in a head aiohttp refused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -58,6 +71,9 @@ class GuardedRequestHandler(RequestHandler):
             self._gw_disarm()
             self._gw_between_requests = False
             self._gw_fail_current_body()
+            if self._messages and isinstance(self._messages[-1][0], _ErrInfo):
+                # Only the bytes of this read are at hand; a head sent in one write is all here.
+                self._gw_refused_request_id = raw_request_id(data)
 
     def _gw_fail_current_body(self) -> None:
         """A parse error while a request's body is still arriving belongs to that body."""
@@ -77,6 +93,7 @@ class GuardedRequestHandler(RequestHandler):
         if not isinstance(exc, HttpProcessingError):
             response = super().handle_error(request, status, exc, message)
         else:
+            rid, self._gw_refused_request_id = self._gw_refused_request_id or rid, None
             log.info("malformed HTTP request refused", extra={
                 "request_id": rid, "peer": request.remote, "status": status, "error": str(exc)[:200]})
             if request.writer.output_size > 0:  # as aiohttp: an answer is under way, cut it

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from gateway.web.server import raw_request_id
 from tests.factories import application_info_xml, big_body, get_body, make_envelope, passport_xml
 from tests.reliability.rig import StartGateway, fds_of, raw_exchange
 from tests.test_serve import Served
@@ -263,14 +264,27 @@ SMUGGLING = {
 async def test_request_smuggling_is_refused_with_400(trick: str, start_gateway: StartGateway,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     gw = await start_gateway()
-    head = b"POST /services/NetSuitePort_2024_2 HTTP/1.1\r\nHost: gw\r\nContent-Type: text/xml\r\n"
+    head = (b"POST /services/NetSuitePort_2024_2 HTTP/1.1\r\nHost: gw\r\nContent-Type: text/xml\r\n"
+            b"X-Request-Id: smuggle-try.1\r\n")
     smuggled = b"POST /services/NetSuitePort_2024_2 HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n\r\n"
     answer = await raw_exchange(gw.host, gw.port, head + SMUGGLING[trick] + smuggled, timeout=3)
     assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.0 400 ")), answer[:200]
-    assert b"X-Request-Id: " in answer
+    assert b"\r\nX-Request-Id: smuggle-try.1\r\n" in answer  # SPEC 4: the client's id, on every response
     assert answer.count(b"HTTP/1.") == 1  # the connection closed: the tail was never read as a request
     assert gw.backend is not None and gw.backend.received == []
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize(("ids", "echoed"), [
+    (b"X-Request-Id: ok-1\r\n", True),
+    (b"x-request-id:ok-1 \r\n", True),
+    (b"X-Request-Id: not valid\r\n", False),
+    (b"X-Request-Id: " + b"a" * 129 + b"\r\n", False),
+    (b"X-Request-Id: ok-1\r\nX-Request-Id: ok-2\r\n", False),  # which one would a backend see?
+])
+def test_the_client_request_id_of_a_refused_head(ids: bytes, echoed: bool) -> None:
+    head = b"POST / HTTP/1.1\r\nHost: gw\r\n" + ids + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert raw_request_id(head + b"0\r\n\r\nX-Request-Id: body\r\n") == ("ok-1" if echoed else None)
 
 
 def chunked_head(path: bytes = b"/services/NetSuitePort_2019_2") -> bytes:
