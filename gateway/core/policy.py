@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from gateway.core import tba
 from gateway.core.decision import (
@@ -125,6 +125,9 @@ class Classified:
                            application_id=app_id)
 
 
+UNKNOWN_VERSION: Final[Version] = (0, 0)  # only in the attribution of an R2 rejection
+
+
 def endpoint_version(facts: RequestFacts) -> Version | Reason:
     """R2's first two parts: the URL's version is authoritative, else the namespace's."""
     ns_version = facts.head.namespace_version
@@ -140,15 +143,6 @@ def classify(facts: RequestFacts, settings: PolicySettings | None) -> Classified
     With `settings` None the version range is not checked (`plan_lookups`).
     """
     head, cookies = facts.head, facts.cookies
-    version = endpoint_version(facts)
-    if isinstance(version, Reason):
-        return Reject(version, Attribution())
-    if settings is not None and not settings.min_version <= version <= settings.max_version:
-        return Reject(Reason.VERSION_UNSUPPORTED, Attribution())
-    if head.operation == GET_DATA_CENTER_URLS:  # R3: no authentication, no cookie
-        return Forward(Attribution())
-    if cookies.invalid:
-        return Reject(Reason.INVALID_SESSION, Attribution())
     app_id = (head.application_id or "").strip() or None
     tp, jsession = head.token_passport, cookies.jsessionid
     login, sso, passport = head.login_passport, head.sso_passport, head.header_passport
@@ -165,8 +159,19 @@ def classify(facts: RequestFacts, settings: PolicySettings | None) -> Classified
     else:
         method = Method.SESSION if jsession is not None else Method.NONE
         account, user, role = None, "", ""
-    req = Classified(version, head.operation, method, account, app_id, user, role,
-                     jsession if method is Method.SESSION else None)
+    session_id = jsession if method is Method.SESSION else None
+    version = endpoint_version(facts)
+    if isinstance(version, Reason):
+        # Still attributed as far as the head tells: the account's usage log lists every request.
+        return Reject(version, Classified(UNKNOWN_VERSION, head.operation, method, account, app_id, user, role,
+                                          session_id).who())
+    req = Classified(version, head.operation, method, account, app_id, user, role, session_id)
+    if settings is not None and not settings.min_version <= version <= settings.max_version:
+        return Reject(Reason.VERSION_UNSUPPORTED, req.who())
+    if head.operation == GET_DATA_CENTER_URLS:  # R3: no authentication, no cookie
+        return Forward(Attribution())
+    if cookies.invalid:
+        return Reject(Reason.INVALID_SESSION, req.who())
     others = (passport, login, sso, jsession, app_id)
     if tp is not None and any(part is not None for part in others):  # R4
         return Reject(Reason.AMBIGUOUS_AUTH, req.who())

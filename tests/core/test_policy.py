@@ -904,6 +904,24 @@ def test_plan_is_empty_when_no_store_is_needed() -> None:
         assert plan == type(plan)()
 
 
+@pytest.mark.parametrize(("facts", "reason", "auth", "user", "app"), [
+    (req(path_v=None, ns_v=None, hp=passport(), app=APP1), Reason.VERSION_REQUIRED, AuthMethod.USER_CREDENTIALS,
+     EMAIL, APP1),
+    (req(path_v=(2019, 1), ns_v=(2019, 2), hp=passport()), Reason.VERSION_MISMATCH, AuthMethod.USER_CREDENTIALS,
+     EMAIL, None),
+    (req(v=(2007, 2), hp=passport(), app=APP1), Reason.VERSION_UNSUPPORTED, AuthMethod.USER_CREDENTIALS, EMAIL,
+     APP1),
+    (req(v=(2026, 1), token=tp()), Reason.VERSION_UNSUPPORTED, AuthMethod.TOKEN_BASED, "", None),
+    (req(bad_cookie=True, hp=passport()), Reason.INVALID_SESSION, AuthMethod.USER_CREDENTIALS, EMAIL, None),
+])
+def test_rejections_before_the_store_name_the_account_the_head_names(
+        facts: RequestFacts, reason: Reason, auth: AuthMethod, user: str, app: str | None) -> None:
+    # SPEC 5: an account's usage log holds all of its requests, R2 and cookie refusals too
+    d = decide(facts, Lookups(), NOW, BASE)
+    assert isinstance(d, Reject) and d.reason is reason
+    assert (d.who.account, d.who.auth_method, d.who.user, d.who.application_id) == (ACC, auth, user, app)
+
+
 def test_session_lookups_for_another_account_are_refused() -> None:
     rec = world()
     facts = req(cookie="S1")

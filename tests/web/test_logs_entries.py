@@ -19,6 +19,7 @@ from oauthlib.oauth1 import SIGNATURE_HMAC_SHA256, Client
 from redis.asyncio import Redis
 
 from gateway.config import load_settings
+from gateway.store import keyspace as ks
 from gateway.store.embedded import EmbeddedRedis
 from gateway.web.exchange import Exchange, logged_authorization
 from tests.factories import (
@@ -132,6 +133,19 @@ async def test_rejections_carry_reason_sub_reason_and_fault(make_rig: MakeRig) -
             assert e["upstream_status"] is None and "Fault" in e["response_document"], rid
     broken = await logged(rig, "broken")
     assert broken["reason"] == "malformed_request" and broken["sub_reason"]
+
+
+async def test_version_and_cookie_refusals_are_in_the_account_usage_log(make_rig: MakeRig) -> None:
+    rig = await make_rig()
+    t = await rig.tenant()
+    await rig.soap("2007_2", t.passport("2007_2"), headers={"X-Request-Id": "too-old"})
+    await rig.soap("2019_2", t.passport(), headers={"X-Request-Id": "two-sessions",
+                                                    "Cookie": "JSESSIONID=a; JSESSIONID=b"})
+    for rid, reason in (("too-old", "version_unsupported"), ("two-sessions", "invalid_session")):
+        e = await logged(rig, rid)
+        assert (e["reason"], e["account"], e["auth_method"]) == (reason, t.account, "user_credentials"), rid
+        stream, _ = await rig.store.logs.find(rid) or ("", {})
+        assert stream == ks.usage_log(t.account), rid
 
 
 async def test_errors_carry_reason_and_sub_reason(make_rig: MakeRig) -> None:
