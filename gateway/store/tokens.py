@@ -24,7 +24,7 @@ from gateway.store.keyring import KeyRing
 from gateway.store.registry import looks_like_id
 
 ADMIN_ROLES = ("administrator", "integration_application", "integration_applications")
-BOOTSTRAP_ID = "bootstrap"
+BOOTSTRAP_ID = "system:bootstrap"  # SPEC 5: an actor is a token id or system:<what>
 _TOKEN_ID_LEN = 64
 
 

@@ -378,7 +378,7 @@ def create_admin_app(
     settings: Settings,
     *,
     bootstrap_token: str | None,
-    failure_limit: int = 50,
+    failure_limit: int = 600,
     failure_window: float = 60.0,
 ) -> web.Application:
     api = AdminApi(store, settings, bootstrap_token, FailureLimiter(failure_limit, failure_window))
@@ -418,7 +418,7 @@ def setup_admin(
     settings: Settings,
     *,
     bootstrap_token: str | None,
-    failure_limit: int = 50,
+    failure_limit: int = 600,
     failure_window: float = 60.0,
 ) -> web.Application:
     """Mount the admin API at /admin/v1 on the admin listener's app; returns the sub-app."""

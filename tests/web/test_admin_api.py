@@ -345,7 +345,7 @@ async def test_reset_credentials_invalidates_the_old_secret_at_once(api: Api, st
     changes = (await api("GET", f"/accounts/{acct}/integrations/{created['id']}/changes", expect=200))["changes"]
     assert changes[-1] | {"time": None} == {
         "time": None,
-        "actor": "bootstrap",
+        "actor": "system:bootstrap",
         "field": "credentials",
         "old": None,
         "new": None,
@@ -488,10 +488,10 @@ async def test_change_tracking_entries(api: Api) -> None:
     changes = (await api("GET", f"{path}/changes", expect=200))["changes"]
     simplified = [(c["actor"], c["field"], c["old"], c["new"]) for c in changes]
     assert simplified == [
-        ("bootstrap", "created", None, "tracked"),
-        ("bootstrap", "state", "enabled", "blocked"),
-        ("bootstrap", "note", "", "why"),
-        ("bootstrap", "credentials", None, None),
+        ("system:bootstrap", "created", None, "tracked"),
+        ("system:bootstrap", "state", "enabled", "blocked"),
+        ("system:bootstrap", "note", "", "why"),
+        ("system:bootstrap", "credentials", None, None),
     ]
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", c["time"]) for c in changes)
 
