@@ -137,6 +137,12 @@ class GatewayMetrics:
             "gateway_invalidation_lag_seconds", "Delay between a record change and this replica dropping it.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0), registry=r)
         self.sessions_opened = Counter("gateway_sessions_opened_total", "Sessions opened.", registry=r)
+        self._cache_results = {result: self.cache_lookups.labels(result) for result in ("hit", "miss", "stale")}
+        # Labelled children by label values: prometheus_client's `labels()` validates and locks
+        # on every call (2.5 us with six labels, per request); the label sets are capped above.
+        self._requests_by: dict[tuple[str, ...], Counter] = {}
+        self._duration_by: dict[tuple[str, str], Histogram] = {}
+        self._upstream_by: dict[str, Histogram] = {}
         self._info: dict[str, tuple[str, str]] = {}  # id -> (name, owner_account) exported
         self._info_checked: dict[str, float] = {}  # id -> monotonic time of the last look-up
 
@@ -145,12 +151,26 @@ class GatewayMetrics:
         auth_method: str, duration: float,
     ) -> None:
         label = self.integration_label(integration)
-        self.requests.labels(label, self._operations(operation), outcome, reason, self._versions(endpoint_version),
-                             auth_method).inc()
-        self.duration.labels(label, outcome).observe(duration)
+        labels = (label, self._operations(operation), outcome, reason, self._versions(endpoint_version), auth_method)
+        counter = self._requests_by.get(labels)
+        if counter is None:
+            counter = self._requests_by[labels] = self.requests.labels(*labels)
+        counter.inc()
+        histogram = self._duration_by.get((label, outcome))
+        if histogram is None:
+            histogram = self._duration_by[(label, outcome)] = self.duration.labels(label, outcome)
+        histogram.observe(duration)
+
+    def count_cache_lookup(self, result: str) -> None:
+        """`result`: hit, miss or stale."""
+        self._cache_results[result].inc()
 
     def observe_upstream(self, integration: str, seconds: float) -> None:
-        self.upstream_duration.labels(self.integration_label(integration)).observe(seconds)
+        label = self.integration_label(integration)
+        histogram = self._upstream_by.get(label)
+        if histogram is None:
+            histogram = self._upstream_by[label] = self.upstream_duration.labels(label)
+        histogram.observe(seconds)
 
     def info_due(self, integration_id: str, now: float | None = None) -> bool:
         """Whether the record's name should be looked up (first sight, or a while since): a

@@ -92,7 +92,7 @@ class RedisStore:
         self._listener: asyncio.Task[None] | None = None
         self._suspect_until = 0.0  # loop time until which request-path calls fail at once
         if metrics is not None:
-            self.cache.on_lookup = lambda result: metrics.cache_lookups.labels(result).inc()
+            self.cache.on_lookup = metrics.count_cache_lookup
             self.cache.on_lag = metrics.propagation_lag.observe
 
     def _count_error(self, operation: str) -> None:
