@@ -84,6 +84,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    """What serve refuses before it touches Redis, `seed:` included: both load the settings the same way."""
     load_settings(args.file)
     print(f"{args.file}: OK")
     return 0

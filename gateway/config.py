@@ -19,6 +19,7 @@ import yaml
 
 from gateway.core.versions import Version, parse_version
 from gateway.errors import ConfigError
+from gateway.seed import Seed, parse_seed
 
 log = logging.getLogger("gateway.config")
 
@@ -128,7 +129,7 @@ class Settings:
     limits: Limits
     log: LogSettings
     max_integration_labels: int
-    seed: Mapping[str, Any] | None
+    seed: Seed | None
 
     def replace(self, **changes: Any) -> Settings:
         from dataclasses import replace
@@ -222,9 +223,6 @@ def _validate(raw: Mapping[str, Any]) -> Settings:
     normalized = frozenset(a.upper().replace("_", "-") for a in algorithms)
     if not normalized or not normalized <= ALGORITHMS:
         raise ConfigError(f"'tba.allowed_algorithms' must list some of {sorted(ALGORITHMS)}, got {algorithms}")
-    seed = raw["seed"]
-    if seed is not None and not isinstance(seed, Mapping):
-        raise ConfigError("'seed' must be a mapping with 'accounts' and/or 'integrations'")
     return Settings(
         listen=_host_port(raw["listen"], "listen"),
         admin_listen=_host_port(raw["admin_listen"], "admin_listen"),
@@ -276,7 +274,8 @@ def _validate(raw: Mapping[str, Any]) -> Settings:
         ),
         max_integration_labels=_int(
             raw["metrics"]["max_integration_labels"], "metrics.max_integration_labels", 0),
-        seed=seed,
+        # Parsed here, not when it is applied, so that check-config refuses what serve refuses.
+        seed=None if raw["seed"] is None else parse_seed(raw["seed"]),
     )
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from gateway.cli import main
 from gateway.config import load_settings
 from gateway.errors import ConfigError
+from gateway.seed import Seed, SeedAccount
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "gateway.example.yaml"
 
@@ -73,3 +77,50 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["check-config", str(EXAMPLE)]) == 0
     assert main(["check-config", str(write(tmp_path, "limits: {max_depth: -1}\n"))]) == 2
     assert "limits.max_depth" in capsys.readouterr().err
+
+
+# Found by a black-box audit: check-config said OK to each, serve refused it (SPEC section 8).
+BAD_SEEDS = [
+    ("seed: {accounts: [{account: '1234567', require_aproval: true}]}\n", "'seed.accounts[0].require_aproval'"),
+    ("seed: {foo: 1}\n", "'seed.foo'"),
+    ("seed: {integrations: [{account: '1234567', name: orders, colour: red}]}\n", "'seed.integrations[0].colour'"),
+    ("seed: {integrations: [{account: '1234567', name: orders, state: weird}]}\n", "seed.integrations[0]: 'state'"),
+    ("seed: {accounts: [{account: 'abc!'}]}\n", "'abc!'"),
+]
+
+
+@pytest.mark.parametrize(("text", "named"), BAD_SEEDS,
+                         ids=["account-key", "seed-key", "integration-key", "state", "account-id"])
+def test_check_config_and_serve_refuse_a_bad_seed_alike(tmp_path: Path, text: str, named: str) -> None:
+    data_dir = tmp_path / "data"
+    path = write(tmp_path, f"listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: '{data_dir}'\n{text}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    check, serve = (
+        subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, env=env, timeout=60)
+        for args in (["check-config", str(path)], ["serve", "--config", str(path)])
+    )
+    assert (check.returncode, check.stdout) == (2, "")
+    assert named in check.stderr
+    assert (serve.returncode, serve.stderr) == (check.returncode, check.stderr)
+    assert not data_dir.exists()  # refused before the embedded Redis was started
+
+
+def test_check_config_accepts_a_valid_seed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, (
+        "seed:\n"
+        "  accounts: [{account: '1234567', require_approval: true, default_integration: {state: blocked}}]\n"
+        "  integrations:\n"
+        "    - {account: '1234567_sb1', name: ' orders ', state: waiting_for_approval, note: n, description: d,\n"
+        f"       auth: {{token_based: false}}, auto_install: true, application_id: 5c4ea1a1-{'a1' * 12},\n"
+        f"       consumer_key: '{'AB' * 32}', consumer_secret: '{'cd' * 32}'}}\n"
+    ))
+    assert main(["check-config", str(path)]) == 0
+    assert capsys.readouterr().out == f"{path}: OK\n"
+    seed = load_settings(path, environ={}).seed
+    assert isinstance(seed, Seed)
+    assert seed.accounts == (SeedAccount("1234567", True, "blocked"),)
+    (integration,) = seed.integrations
+    assert (integration.account, integration.name, integration.fields["state"]) == (
+        "1234567_SB1", "orders", "waiting_for_approval")
+    assert integration.application_id == "5C4E" + "A1" * 14
+    assert (integration.consumer_key, integration.consumer_secret) == ("ab" * 32, "cd" * 32)
