@@ -16,6 +16,7 @@ from gateway.core.decision import Attribution
 from gateway.core.reasons import FAULTS, Reason
 from gateway.core.records import mask_application_id
 from gateway.core.redaction import (
+    MASK,
     cap_text,
     mask_application_ids,
     redact_authorization,
@@ -64,6 +65,9 @@ class Exchange:
     json_documents: bool = False
     authorization: str | None = None
     cookie: str | None = None
+    # The Set-Cookie values relayed to the client, raw (redacted in `log_entry`): set where an
+    # upstream answer is relayed, from the headers the client gets (after any drop).
+    set_cookies: list[str] = field(default_factory=list)
     finished: float | None = None
     request_doc: Capture = field(init=False)
     response_doc: Capture = field(init=False)
@@ -120,6 +124,8 @@ class Exchange:
             entry["authorization"] = cap_text(logged_authorization(self.authorization), HEADER_CAP)
         if self.cookie:
             entry["cookie"] = cap_text(redact_cookie(self.cookie), HEADER_CAP)
+        if self.set_cookies:
+            entry["set_cookie"] = [cap_text(logged_set_cookie(value), HEADER_CAP) for value in self.set_cookies]
         return entry
 
 
@@ -130,3 +136,18 @@ def logged_authorization(value: str) -> str:
     if scheme.lower() in ("nlauth", "oauth"):
         return mask_application_ids(redact_authorization(value))
     return f"{scheme[:20]} ***".strip()
+
+
+def logged_set_cookie(value: str) -> str:
+    """The cookie's value masked, its name and attributes kept. `redact_cookie` finds the value
+    after a name and "=" and ends it at a comma, so a nameless cookie ("v" or "=v", which
+    browsers accept) or a comma in the value would keep secret bytes: then the cookie-pair (up
+    to the first ";", RFC 6265 section 5.2) is masked whole."""
+    redacted = redact_cookie(value, set_cookie=True)
+    pair, sep, attributes = value.partition(";")
+    name, eq, _ = pair.partition("=")
+    if not eq or not name.strip():
+        return f"{MASK}{sep}{attributes}"
+    if redacted.partition(";")[0].partition("=")[2].strip() == MASK:
+        return redacted
+    return f"{name}={MASK}{sep}{attributes}"

@@ -33,10 +33,12 @@ async def relay_response(request: web.Request, ex: Exchange, upstream: aiohttp.C
         whole = web.Response(status=upstream.status, reason=upstream.reason, body=body,
                              headers=client_response_headers(upstream.headers))
         whole.headers["X-Request-Id"] = ex.request_id
+        ex.set_cookies = whole.headers.getall("Set-Cookie", [])
         return whole
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                   headers=client_response_headers(upstream.headers))
     response.headers["X-Request-Id"] = ex.request_id
+    ex.set_cookies = response.headers.getall("Set-Cookie", [])
     if upstream.content_length is not None:
         response.content_length = upstream.content_length
     ex.http_status = upstream.status

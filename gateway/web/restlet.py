@@ -156,6 +156,7 @@ class IssueTokenProxy(RestletProxy):
                                                        token_id, token_secret)
         response = web.Response(status=upstream.status, body=body, headers=client_response_headers(upstream.headers))
         response.headers["X-Request-Id"] = ex.request_id
+        ex.set_cookies = response.headers.getall("Set-Cookie", [])
         return response
 
 

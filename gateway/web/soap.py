@@ -289,6 +289,7 @@ class SoapProxy:
         response = web.Response(status=upstream.status, body=body,
                                 headers=client_response_headers(upstream.headers, drop_set_cookie=drop_cookies))
         response.headers["X-Request-Id"] = ex.request_id
+        ex.set_cookies = response.headers.getall("Set-Cookie", [])  # none when dropped for fixation
         ex.http_status = upstream.status
         return response
 

@@ -253,10 +253,10 @@ def _bundle() -> Any:
     return InstalledVia.BUNDLE
 
 
-def answering(status: int, body: dict[str, Any]) -> web.Application:
+def answering(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Application:
     async def handle(request: web.Request) -> web.Response:
         await request.read()
-        return web.json_response(body, status=status)
+        return web.json_response(body, status=status, headers=headers)
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
@@ -274,6 +274,21 @@ async def test_token_id_and_token_secret_spelling_is_captured(make_rig: MakeRig)
     assert secret not in json.dumps(await logged(rig, "it-alt-1"))
     ok = await rig.soap("2024_2", tba(t.account, t.integration, token_id, secret))
     assert ok.status == 200, await ok.text()
+
+
+@pytest.mark.parametrize("status", [200, 401])  # captured and answered by the gateway / relayed as is
+async def test_the_answers_set_cookie_is_logged_with_its_value_masked(make_rig: MakeRig, status: int) -> None:
+    secret = "It-Secret-" + secrets.token_hex(8)
+    body: dict[str, Any] = ({"token": secrets.token_hex(32), "tokenSecret": secrets.token_hex(32)} if status == 200
+                            else {"error": {"code": "INVALID_LOGIN", "message": "wrong password"}})
+    rig = await make_rig(backend_app=answering(status, body, {"Set-Cookie": f"JSESSIONID={secret}; Path=/; Secure"}))
+    t = await owner_with_endpoint(rig)
+    resp = await issue(rig, issue_token_header(rig, t.integration, t.account), "it-set-cookie")
+    assert resp.status == status and await resp.json() == body
+    assert resp.headers.getall("Set-Cookie") == [f"JSESSIONID={secret}; Path=/; Secure"]
+    entry = await logged(rig, "it-set-cookie")
+    assert entry["set_cookie"] == ["JSESSIONID=***; Path=/; Secure"]
+    assert secret not in json.dumps(entry)
 
 
 @pytest.mark.parametrize("status", [400, 401, 500])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,13 +16,15 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA256, Client
 from redis.asyncio import Redis
 
+from gateway.backend import soap_response
 from gateway.config import load_settings
 from gateway.store import keyspace as ks
 from gateway.store.embedded import EmbeddedRedis
-from gateway.web.exchange import Exchange, logged_authorization
+from gateway.web.exchange import HEADER_CAP, Exchange, logged_authorization, logged_set_cookie
 from tests.factories import (
     application_info_xml,
     big_body,
@@ -95,6 +98,7 @@ async def test_forwarded_entry_has_every_field(make_rig: MakeRig) -> None:
                       "endpoint_version", "auth_method", "user_email", "client_ip", "outcome", "reason",
                       "sub_reason", "fault_code", "http_status", "upstream_status", "request_bytes",
                       "response_bytes", "request_document", "response_document"}
+    assert "set_cookie" not in e  # the upstream set none
 
 
 async def test_rejections_carry_reason_sub_reason_and_fault(make_rig: MakeRig) -> None:
@@ -329,6 +333,69 @@ def test_authorization_schemes_other_than_nlauth_and_oauth_are_not_kept() -> Non
     assert logged_authorization("Bearer abc.def") == "Bearer ***"
     assert logged_authorization("nlauth nlauth_signature=x, nlauth_email=a@b.c") == (
         "nlauth nlauth_signature=***, nlauth_email=a@b.c")
+
+
+# --------------------------------------------------------------------------- Set-Cookie
+
+# What an upstream may set, and how each is logged: one string per header, the value masked
+# whatever its shape (nameless, a comma inside), the attributes kept.
+SET_COOKIES = {
+    "JSESSIONID=Sess-Secret-1; Path=/; HttpOnly": "JSESSIONID=***; Path=/; HttpOnly",
+    "NS_ROUTING_VERSION=Route-Secret-2; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Secure":
+        "NS_ROUTING_VERSION=***; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Secure",
+    "Bare-Secret-3; Path=/": "***; Path=/",
+    "=Empty-Name-Secret-4": "***",
+    "lb=Lb-Secret-5,Lb-Secret-6; Path=/app": "lb=***; Path=/app",
+}
+
+
+def cookie_setting_backend(*, streamed: bool) -> web.Application:
+    """A SOAP answer with every SET_COOKIES header: announced (the relay reads it whole) or
+    chunked (the relay streams it)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        headers = CIMultiDict([("Content-Type", "text/xml; charset=utf-8")])
+        headers.extend(("Set-Cookie", value) for value in SET_COOKIES)
+        body = soap_response("get", "2024_2")
+        if not streamed:
+            return web.Response(body=body, headers=headers)
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        await response.write(body)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+async def test_relayed_set_cookies_are_logged_one_per_header_values_masked(make_rig: MakeRig,
+                                                                           streamed: bool) -> None:
+    rig = await make_rig(backend_app=cookie_setting_backend(streamed=streamed))
+    t = await rig.tenant()
+    resp = await rig.soap("2024_2", t.tba(), headers={"X-Request-Id": "set-cookies"})
+    assert resp.status == 200 and await resp.read() == soap_response("get", "2024_2")
+    assert resp.headers.getall("Set-Cookie") == list(SET_COOKIES)
+    e = await logged(rig, "set-cookies")
+    assert e["set_cookie"] == list(SET_COOKIES.values())
+    text = json.dumps(e)
+    secrets_set = re.findall(r"[A-Za-z-]+-Secret-\d", " ".join(SET_COOKIES))
+    assert len(secrets_set) == 6
+    for secret in secrets_set:
+        assert secret not in text, secret
+
+
+def test_each_logged_set_cookie_is_capped_after_redaction() -> None:
+    ex = Exchange(request_id="cap", client_ip="127.0.0.1", doc_cap=1024)
+    ex.set_cookies = ["a=" + "s" * 9000 + "; Path=/" + "p" * 9000, "b=2; Path=/"]
+    logged_values = ex.log_entry()["set_cookie"]
+    assert len(logged_values[0].encode()) == HEADER_CAP and logged_values[0].startswith("a=***; Path=/ppp")
+    assert logged_values[1] == "b=***; Path=/"
+    assert logged_set_cookie("  JSESSIONID = v ; Path=/") == "  JSESSIONID = ***; Path=/"
+    assert logged_set_cookie("a,=secret; Path=/") == "a,=***; Path=/"
 
 
 # --------------------------------------------------------------------------- client address

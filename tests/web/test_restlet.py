@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 import requests
+from aiohttp import web
 from multidict import CIMultiDict
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, SIGNATURE_HMAC_SHA256, Client
 from requests_oauthlib import OAuth1
@@ -87,6 +88,27 @@ async def test_oauthlib_signed_get_is_forwarded(make_rig: MakeRig) -> None:
     assert entry["operation"] == "restlet" and entry["integration_id"] == t.integration["id"]
     sig = auth.split('oauth_signature="')[1].split('"')[0]
     assert sig not in str(entry)
+
+
+async def test_a_restlets_set_cookies_are_logged_with_their_values_masked(make_rig: MakeRig) -> None:
+    secret = "Rl-Secret-" + secrets.token_hex(8)
+    cookies = [f"JSESSIONID={secret}; Path=/; Secure; HttpOnly", f"NS_ROUTING_VERSION=Route-{secret}; Path=/app"]
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"ok": True}, headers=CIMultiDict(("Set-Cookie", c) for c in cookies))
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    rig = await make_rig(backend_app=app)
+    t = await rig.tenant()
+    resp = await rig.client.get(PATH + QUERY, headers={"Authorization": oauth_header(t, url_of(rig)),
+                                                       "X-Request-Id": "rl-set-cookie"})
+    assert resp.status == 200, await resp.text()
+    assert resp.headers.getall("Set-Cookie") == cookies
+    entry = await logged(rig, "rl-set-cookie")
+    assert entry["set_cookie"] == ["JSESSIONID=***; Path=/; Secure; HttpOnly", "NS_ROUTING_VERSION=***; Path=/app"]
+    assert secret not in json.dumps(entry)
 
 
 async def test_requests_oauthlib_signed_post_with_json_is_forwarded(make_rig: MakeRig) -> None:

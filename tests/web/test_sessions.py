@@ -5,6 +5,7 @@ through login. Real Redis, real upstream (the sample backend), real store and lo
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from dataclasses import replace
 from typing import Any
@@ -169,6 +170,29 @@ async def test_no_fixation_when_the_upstream_echoes_the_clients_session_id(make_
     assert await fault_code(ride) == "INVALID_SESSION"
     # The same upstream id is fine for a client that did not offer it (no fixation then).
     assert await open_session(rig, login(t)) == chosen
+
+
+async def test_login_logs_the_relayed_session_cookie_with_its_value_masked(make_rig: MakeRig) -> None:
+    rig = await make_rig()
+    t = await rig.tenant()
+    resp = await rig.soap(V, login(t), headers={"X-Request-Id": "login-set-cookie"})
+    assert resp.status == 200, await resp.text()
+    session_id = resp.cookies["JSESSIONID"].value
+    assert resp.headers.getall("Set-Cookie") == [f"JSESSIONID={session_id}; Path=/"]
+    entry = await logged(rig, "login-set-cookie")
+    assert entry["set_cookie"] == ["JSESSIONID=***; Path=/"]
+    assert session_id not in json.dumps(entry)
+
+
+async def test_a_set_cookie_dropped_against_fixation_is_not_logged(make_rig: MakeRig) -> None:
+    chosen = "attacker" + secrets.token_hex(8)
+    rig = await make_rig(backend_app=SampleBackend(session_id=chosen).app())
+    t = await rig.tenant()
+    resp = await rig.soap(V, login(t), headers=jar(chosen) | {"X-Request-Id": "fixed-set-cookie"})
+    assert resp.status == 200 and "Set-Cookie" not in resp.headers
+    entry = await logged(rig, "fixed-set-cookie")
+    assert "set_cookie" not in entry and entry["cookie"] == "JSESSIONID=***"
+    assert chosen not in json.dumps(entry)
 
 
 async def test_header_passport_beside_a_session_cookie_is_request_level(make_rig: MakeRig) -> None:
@@ -400,6 +424,7 @@ async def test_login_auto_install_waiting_for_approval(make_rig: MakeRig) -> Non
     await eventually(logged_out)
     entry = await logged(rig, "wait-1")
     assert entry["reason"] == "integration_waiting_for_approval" and entry["integration_id"] == foreign["id"]
+    assert "set_cookie" not in entry  # the upstream's cookie was never relayed
     # Later logins are refused before the upstream; once approved they open sessions.
     sent = len(rig.backend.received)
     again = await rig.soap(V, login(user, app_id=foreign["application_id"]))
@@ -493,6 +518,7 @@ async def test_an_oversized_login_answer_is_an_upstream_error_not_a_cut_relay(ma
     answer = web.Response(body=big, content_type="text/xml", headers={"Set-Cookie": "JSESSIONID=big1234"})
     rig = await make_rig(backend_app=scripted_backend(answer))
     t = await rig.tenant()
-    resp = await rig.soap(V, login(t))
+    resp = await rig.soap(V, login(t), headers={"X-Request-Id": "big-login"})
     assert resp.status == 502 and await fault_code(resp) == "UNEXPECTED_ERROR"
     assert "Set-Cookie" not in resp.headers and await rig.store.get_session("big1234") is None
+    assert "set_cookie" not in await logged(rig, "big-login")
