@@ -45,7 +45,6 @@ _AUTH_PARAM_RE: Final = re.compile(
     r"((?:nlauth_signature|nlauth_password|oauth_signature)\s*=\s*)(\"(?:[^\"\\]|\\.)*\"?|[^,\s]*)",
     re.IGNORECASE,
 )
-_COOKIE_PAIR_RE: Final = re.compile(r"([^=;,\s]+\s*=\s*)([^;,]*)")
 
 
 # An application ID in any spelling clients use: 32 hex, or NetSuite's 8-4-4-4-12 UUID form.
@@ -214,10 +213,24 @@ def redact_authorization(value: str) -> str:
 
 
 def redact_cookie(value: str, *, set_cookie: bool = False) -> str:
-    """Cookie values masked, names kept; for Set-Cookie only the cookie itself, not attributes."""
+    """Cookie values masked, names kept. A Cookie header is pairs split by ";" (several headers
+    joined by ", " stay one pair: a comma never ends a value here, so the name after it is
+    masked too, which is over-redaction, never a leak). A nameless pair ("v", "=v", which
+    browsers accept) is masked whole. For Set-Cookie only the cookie-pair before the first ";"
+    is masked, its attributes kept (RFC 6265 section 5.2)."""
     if set_cookie:
-        return _COOKIE_PAIR_RE.sub(lambda m: m.group(1) + MASK, value, count=1)
-    return _COOKIE_PAIR_RE.sub(lambda m: m.group(1) + MASK, value)
+        pair, sep, attributes = value.partition(";")
+        return _masked_pair(pair) + sep + attributes
+    return ";".join(_masked_pair(pair) for pair in value.split(";"))
+
+
+def _masked_pair(pair: str) -> str:
+    if not pair.strip():
+        return pair
+    name, eq, _ = pair.partition("=")
+    if eq and name.strip():
+        return f"{name}={MASK}"
+    return pair[: len(pair) - len(pair.lstrip())] + MASK
 
 
 def redact_header_value(name: str, value: str) -> str:

@@ -16,7 +16,6 @@ from gateway.core.decision import Attribution
 from gateway.core.reasons import FAULTS, Reason
 from gateway.core.records import mask_application_id
 from gateway.core.redaction import (
-    MASK,
     cap_text,
     mask_application_ids,
     redact_authorization,
@@ -139,15 +138,5 @@ def logged_authorization(value: str) -> str:
 
 
 def logged_set_cookie(value: str) -> str:
-    """The cookie's value masked, its name and attributes kept. `redact_cookie` finds the value
-    after a name and "=" and ends it at a comma, so a nameless cookie ("v" or "=v", which
-    browsers accept) or a comma in the value would keep secret bytes: then the cookie-pair (up
-    to the first ";", RFC 6265 section 5.2) is masked whole."""
-    redacted = redact_cookie(value, set_cookie=True)
-    pair, sep, attributes = value.partition(";")
-    name, eq, _ = pair.partition("=")
-    if not eq or not name.strip():
-        return f"{MASK}{sep}{attributes}"
-    if redacted.partition(";")[0].partition("=")[2].strip() == MASK:
-        return redacted
-    return f"{name}={MASK}{sep}{attributes}"
+    """The cookie's value masked, its name and attributes kept."""
+    return redact_cookie(value, set_cookie=True)

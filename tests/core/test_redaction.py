@@ -14,6 +14,7 @@ from gateway.core.redaction import (
     SECRET_ELEMENTS,
     mask_application_ids,
     redact_authorization,
+    redact_cookie,
     redact_header_value,
     redact_json,
     redact_xml,
@@ -134,6 +135,37 @@ def test_cookies() -> None:
     assert redact_header_value("Set-Cookie", f"JSESSIONID={SECRET}; Path=/; HttpOnly") == (
         "JSESSIONID=***; Path=/; HttpOnly")
     assert redact_header_value("X-Request-Id", "abc") == "abc"
+
+
+@pytest.mark.parametrize(("value", "set_cookie", "expected"), [
+    ("abc", False, "***"),  # a nameless cookie: all of it is the value
+    (" =x; y", False, " ***; ***"),
+    ("a=b,c", False, "a=***"),  # a comma never ends a value
+    ("a=1, b=2", False, "a=***"),  # two Cookie headers joined: the second name goes too
+    ("JSESSIONID=abc;", False, "JSESSIONID=***;"),
+    ("Bare-Secret; Path=/", True, "***; Path=/"),
+    ("=secret", True, "***"),
+    ("lb=a,b", True, "lb=***"),
+    ("x=1; Expires=Wed, 21 Oct 2015 07:28:00 GMT", True, "x=***; Expires=Wed, 21 Oct 2015 07:28:00 GMT"),
+])
+def test_cookie_edge_cases(value: str, set_cookie: bool, expected: str) -> None:
+    assert redact_cookie(value, set_cookie=set_cookie) == expected
+
+
+_cookie_text = st.text(st.sampled_from("ab=;, \t"), max_size=30)
+
+
+@given(st.lists(st.tuples(_cookie_text, st.text(min_size=6, max_size=12).filter(str.isalnum)), max_size=4),
+       st.booleans())
+def test_no_cookie_value_survives(pairs: list[tuple[str, str]], set_cookie: bool) -> None:
+    # Each secret sits where a value can begin: after "=" following any name-ish text (for
+    # Set-Cookie, a name with ";" would put it among the attributes, which are kept).
+    if set_cookie:
+        pairs = [(name.replace(";", ""), secret) for name, secret in pairs]
+    value = "; ".join(f"{name}={secret}" for name, secret in pairs)
+    redacted = redact_cookie(value, set_cookie=set_cookie)
+    leaked = [secret for _, secret in (pairs[:1] if set_cookie else pairs) if secret in redacted]
+    assert leaked == [], (value, redacted)
 
 
 def test_application_ids_are_masked_in_any_spelling() -> None:
