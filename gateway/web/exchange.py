@@ -26,6 +26,7 @@ from gateway.core.redaction import (
 from gateway.core.versions import Version, version_tag
 
 HEADER_CAP = 4096  # a stored (redacted) header; the head may be up to limits.max_head_bytes
+MAX_SET_COOKIES = 16  # stored per entry (an upstream may send 100: 400 KiB of log entry)
 
 
 @dataclass(slots=True)
@@ -124,7 +125,8 @@ class Exchange:
         if self.cookie:
             entry["cookie"] = cap_text(redact_cookie(self.cookie), HEADER_CAP)
         if self.set_cookies:
-            entry["set_cookie"] = [cap_text(logged_set_cookie(value), HEADER_CAP) for value in self.set_cookies]
+            entry["set_cookie"] = [cap_text(logged_set_cookie(value), HEADER_CAP)
+                                   for value in self.set_cookies[:MAX_SET_COOKIES]]
         return entry
 
 

@@ -394,6 +394,8 @@ def test_each_logged_set_cookie_is_capped_after_redaction() -> None:
     logged_values = ex.log_entry()["set_cookie"]
     assert len(logged_values[0].encode()) == HEADER_CAP and logged_values[0].startswith("a=***; Path=/ppp")
     assert logged_values[1] == "b=***; Path=/"
+    ex.set_cookies = [f"c{i}=v" for i in range(100)]
+    assert ex.log_entry()["set_cookie"] == [f"c{i}=***" for i in range(16)]  # the first 16 only
     assert logged_set_cookie("  JSESSIONID = v ; Path=/") == "  JSESSIONID =***; Path=/"
     assert logged_set_cookie("a,=secret; Path=/") == "a,=***; Path=/"
 
