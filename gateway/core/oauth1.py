@@ -186,20 +186,20 @@ def decide_issue_token(
                       user=auth.get("nlauth_email") or "", role=auth.get("nlauth_role") or "")
     if auth.scheme != NLAUTH:
         return Reject(Reason.INVALID_LOGIN, who)
-    account = registered_account(who.account, lookups.account, settings)  # R7
-    if account is None:
-        return Reject(Reason.INVALID_ACCOUNT, who)
+    # SPEC 3's order: the signature, timestamp and nonce first, then R7, so that only a holder
+    # of the consumer secret learns whether an account is registered.
+    account = registered_account(who.account, lookups.account, settings)
     consumer_key = auth.get("oauth_consumer_key") or ""
     integration = lookups.integration
     if integration is not None and integration.consumer_key != consumer_key:
         integration = None
     installation = lookups.installation
-    if integration is None or installation is None or (
+    if integration is None or installation is None or account is None or (
             installation.account, installation.integration_id) != (account.account_id, integration.id):
         installation = None
     # The owner always has an installation; another account gets one on upstream success.
     usable = integration is not None and (
-        installation is not None or integration.owner_account != account.account_id)
+        account is None or installation is not None or integration.owner_account != account.account_id)
     consumer_secret = integration.consumer_secret if usable and integration else None
     sub = _verify_oauth(facts, settings, now, consumer_secret, "", auth.oauth_params())
     if integration is not None and usable:
@@ -212,6 +212,8 @@ def decide_issue_token(
                           ttl_seconds=tba.nonce_ttl(settings.timestamp_skew_seconds))
     if not lookups.nonce_fresh:
         return Reject(Reason.INVALID_LOGIN, who, sub_reason=tba.NONCE_USED)
+    if account is None:  # R7
+        return Reject(Reason.INVALID_ACCOUNT, who)
     if not integration.auth.tba_issue_token_endpoint:
         return Reject(Reason.AUTH_METHOD_NOT_PERMITTED, who)
     if installation is not None:

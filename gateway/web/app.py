@@ -57,7 +57,7 @@ def create_proxy_app(ctx: ProxyContext) -> web.Application:
     app.router.add_post("/services/{endpoint:NetSuitePort(_[0-9]{4}_[0-9]+(_0)?)?}", soap.handle)
     app.router.add_route("*", "/services/{endpoint:NetSuitePort(_[0-9]{4}_[0-9]+(_0)?)?}", _method_not_allowed)
     app.router.add_route("*", "/app/site/hosting/restlet.nl", restlet.handle)
-    app.router.add_route("*", "/rest/issuetoken", IssueTokenProxy(ctx).handle)
+    app.router.add_route("POST", "/rest/issuetoken", IssueTokenProxy(ctx).handle)  # SPEC 3; others 405
     return app
 
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
+from gateway.core.cookies import strip_jsessionid
 from gateway.core.decision import Decision, Forward, Reject
 from gateway.core.lookups import LookupPlan, Lookups
 from gateway.core.oauth1 import (
@@ -96,7 +97,9 @@ class RestletProxy:
     async def _forward(self, request: web.Request, ex: Exchange, decision: Forward) -> web.StreamResponse:
         ctx = self.ctx
         headers = upstream_request_headers(
-            request.headers, cookie=", ".join(request.headers.getall("Cookie", [])) or None,
+            # Never attributed by a session, so never its JSESSIONID (SPEC 2); several Cookie
+            # fields join with "; " (RFC 9113 8.2.3), not ", " (one cookie's value to a backend).
+            request.headers, cookie=strip_jsessionid("; ".join(request.headers.getall("Cookie", []))),
             request_id=ex.request_id, peer=request.remote or "", scheme=request.scheme,
             content_length=request.content_length,
             identity=identity_headers(decision.who, ex.request_id, ctx.settings.upstream_identity_key,

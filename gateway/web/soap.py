@@ -182,7 +182,7 @@ class SoapProxy:
                        reader: BodyReader, held: list[bytes], eof: bool,
                        fault_version: Version | None) -> web.StreamResponse:
         ctx = self.ctx
-        cookie_header = ", ".join(request.headers.getall("Cookie", [])) or None
+        cookie_header = "; ".join(request.headers.getall("Cookie", [])) or None  # RFC 9113 8.2.3
         if cookie_header and not decision.forward_session_cookie:
             cookie_header = strip_jsessionid(cookie_header)
         identity = identity_headers(decision.who, ex.request_id, ctx.settings.upstream_identity_key,

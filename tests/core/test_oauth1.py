@@ -375,7 +375,9 @@ def test_issue_token_base_string_excludes_nlauth() -> None:
         ({"timestamp": NOW - 301}, ISSUE_LOOKUPS, ["reject:invalid_login:timestamp_refused"]),
         ({"nonce": "abc"}, ISSUE_LOOKUPS, ["reject:invalid_login:nonce_rejected"]),
         ({}, replace(ISSUE_LOOKUPS, integration=None), ["reject:invalid_login:consumer_key_unknown"]),
-        ({}, replace(ISSUE_LOOKUPS, account=None), ["reject:invalid_account:None"]),
+        # R7 after the signature (SPEC 3's order): no account probing without the consumer secret
+        ({}, replace(ISSUE_LOOKUPS, account=None), [f"nonce:ck:{CK}", "reject:invalid_account:None"]),
+        ({"secret": "0" * 64}, replace(ISSUE_LOOKUPS, account=None), ["reject:invalid_login:signature_invalid"]),
         (
             {},
             replace(ISSUE_LOOKUPS, integration=replace(REC, auth=AuthFlags())),

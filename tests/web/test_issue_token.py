@@ -346,3 +346,16 @@ async def test_public_base_url_is_the_signed_uri(make_rig: MakeRig) -> None:
     resp = await issue(rig, header)
     assert resp.status == 200, await resp.text()
     await refused(rig, issue_token_header(rig, t.integration, t.account), 401, "INVALID_LOGIN_ATTEMPT")
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_issue_token_is_post_only(make_rig: MakeRig, method: str) -> None:
+    # SPEC 3: POST /rest/issuetoken; a signed GET used to be verified and forwarded
+    rig = await make_rig()
+    owner = await owner_with_endpoint(rig)
+    before = len(rig.backend.received)
+    resp = await rig.client.request(method, PATH, headers={
+        "Authorization": issue_token_header(rig, owner.integration, owner.account), "X-Request-Id": f"it-{method}"})
+    assert resp.status == 405 and resp.headers["Allow"] == "POST"
+    assert resp.headers["X-Request-Id"] == f"it-{method}"
+    assert len(rig.backend.received) == before

@@ -90,6 +90,19 @@ async def test_oauthlib_signed_get_is_forwarded(make_rig: MakeRig) -> None:
     assert sig not in str(entry)
 
 
+async def test_a_session_cookie_never_reaches_the_backend_and_cookie_fields_join_with_semicolons(
+        make_rig: MakeRig) -> None:
+    # SPEC 2: a JSESSIONID goes upstream only with a request attributed by that session
+    rig = await make_rig()
+    t = await rig.tenant()
+    for cookies, expected in ((["JSESSIONID=ABC123; other=1"], "other=1"), (["a=1", "JSESSIONID=X", "b=2"], "a=1; b=2"),
+                              (["JSESSIONID=only"], None)):
+        hdrs = CIMultiDict([("Authorization", oauth_header(t, url_of(rig)))] + [("Cookie", c) for c in cookies])
+        resp = await rig.client.get(PATH + QUERY, headers=hdrs)
+        assert resp.status == 200, await resp.text()
+        assert rig.backend.received[-1].headers.get("Cookie") == expected, cookies
+
+
 async def test_a_restlets_set_cookies_are_logged_with_their_values_masked(make_rig: MakeRig) -> None:
     secret = "Rl-Secret-" + secrets.token_hex(8)
     cookies = [f"JSESSIONID={secret}; Path=/; Secure; HttpOnly", f"NS_ROUTING_VERSION=Route-{secret}; Path=/app"]
