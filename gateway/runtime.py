@@ -7,9 +7,11 @@ import contextlib
 import gc
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -88,7 +90,13 @@ def raise_fd_limit(ceiling: int = 1 << 16) -> int:
 
 def _run_workers(settings: Settings, redis_url: str, keys: list[bytes]) -> int:
     """N processes on one port (SO_REUSEPORT); worker 0 also serves the admin listener, whose
-    /metrics reports every worker (prometheus_client's multiprocess mode, gateway.metrics)."""
+    /metrics reports every worker (prometheus_client's multiprocess mode, gateway.metrics).
+
+    The workers stand or fall together: when one exits (a crash, a failed start), the others
+    are stopped and the exit code is the worst one, so a supervisor restarts a whole gateway
+    instead of watching half of one serve without its admin listener."""
+    for address, reuse in ((settings.listen, True), (settings.admin_listen, False)):
+        _bind(address.host, address.port, reuse_port=reuse, listen=False).close()  # in use: exit 2 now
     prepare_multiprocess_dir(settings.data_dir)  # before any worker imports prometheus_client
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker_entry, args=(settings, redis_url, keys, i), name=f"gateway-worker-{i}")
@@ -96,25 +104,56 @@ def _run_workers(settings: Settings, redis_url: str, keys: list[bytes]) -> int:
     for p in procs:
         p.start()
 
-    def forward_signal(signum: int, _frame: Any) -> None:
+    stopping = False
+
+    def stop_all(signum: int = signal.SIGTERM, _frame: Any = None) -> None:
+        # Once: a second SIGTERM reaching a worker past its event loop would kill it mid-exit.
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
         for p in procs:
             if p.is_alive() and p.pid:
                 os.kill(p.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, forward_signal)
-    signal.signal(signal.SIGINT, forward_signal)
-    for p in procs:
-        p.join()
-        if p.pid:
-            mark_worker_dead(p.pid)
-    return max((p.exitcode or 0) for p in procs)
+    signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGINT, stop_all)
+    running = list(procs)
+    while running:
+        for sentinel in multiprocessing.connection.wait([p.sentinel for p in running]):
+            done = next(p for p in running if p.sentinel == sentinel)
+            done.join()
+            running.remove(done)
+            if done.pid:
+                mark_worker_dead(done.pid)
+            log.info("worker exited", extra={"worker": done.name, "exit_code": done.exitcode})
+            if running and not stopping:
+                if done.exitcode:
+                    log.error("worker exited, stopping the others", extra={"worker": done.name,
+                                                                           "exit_code": done.exitcode})
+                stop_all()
+    return max(_exit_status(p.exitcode or 0, stopped=stopping) for p in procs)
+
+
+def _exit_status(exitcode: int, *, stopped: bool) -> int:
+    """A worker's exit as the shell would report it (128 + signal number when a signal killed
+    it), except that dying of the SIGTERM it was sent to stop is a clean stop: a worker still
+    starting has no handler for it yet."""
+    if exitcode == -signal.SIGTERM and stopped:
+        return 0
+    return exitcode if exitcode >= 0 else 128 - exitcode
 
 
 def _worker_entry(settings: Settings, redis_url: str, keys: list[bytes], index: int) -> None:
     from gateway.logsetup import setup_logging
 
     setup_logging(settings)
-    raise SystemExit(_run_worker(settings, redis_url, keys, index))
+    try:
+        code = _run_worker(settings, redis_url, keys, index)
+    except ConfigError as e:  # as `gateway serve` with one worker: a message and exit 2
+        print(f"gateway: configuration error: {e}", file=sys.stderr)
+        code = 2
+    raise SystemExit(code)
 
 
 def _run_worker(settings: Settings, redis_url: str, keys: list[bytes], index: int) -> int:
@@ -244,7 +283,7 @@ def make_proxy_runner(ctx: ProxyContext) -> GuardedAppRunner:
                             handler_cancellation=True)
 
 
-def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+def _bind(host: str, port: int, *, reuse_port: bool, listen: bool = True) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -255,6 +294,7 @@ def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     except OSError as e:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from e
-    sock.listen(LISTEN_BACKLOG)
+    if listen:
+        sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock

@@ -255,3 +255,39 @@ def test_startup_objects_leave_the_collectors_view() -> None:
              "print(before, gc.get_freeze_count(), gc.get_threshold()[0] == GC_GEN0_THRESHOLD)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "0" and int(out[1]) > 10_000 and out[2] == "True"
+
+
+def _workers_of(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid), "-f", "multiprocessing"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+@pytest.mark.parametrize("taken", ["admin", "proxy"])
+def test_workers_on_a_port_in_use_exit_2_at_once(tmp_path: Path, taken: str) -> None:
+    # It used to leave one worker serving the proxy port without its admin listener, forever.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        busy, other = f"127.0.0.1:{holder.getsockname()[1]}", f"127.0.0.1:{free_port()}"
+        proxy, admin = (other, busy) if taken == "admin" else (busy, other)
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve", "--workers", "2", "--listen", proxy, "--admin-listen", admin,
+             "--upstream", "http://127.0.0.1:9", "--data-dir", str(tmp_path / "data")],
+            env=environ | {"GATEWAY_ADMIN_TOKEN": "t"}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"cannot listen on {busy}" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_a_dead_worker_stops_the_gateway(tmp_path: Path, upstream: TestServer, served: list[Served]) -> None:
+    gw = Served(tmp_path, str(upstream.make_url("")).rstrip("/"), "--workers", "2")
+    served.append(gw)
+    deadline = time.monotonic() + 20
+    while len(workers := _workers_of(gw.proc.pid)) < 2:
+        assert time.monotonic() < deadline, "two workers did not start"
+        await asyncio.sleep(0.1)
+    os.kill(workers[-1], signal.SIGKILL)  # a crash: the other worker must not go on alone
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, gw.proc.wait, 30) != 0
+    assert _workers_of(gw.proc.pid) == []
+    assert "worker exited, stopping the others" in gw.log_path.read_text()
