@@ -138,12 +138,14 @@ def integrations_create(args: argparse.Namespace) -> int:
 
 def integrations_show(args: argparse.Namespace) -> int:
     data = call(args, "GET", f"{_acct(args)}/integrations/{args.id}")
+    changes = call(args, "GET", f"{_acct(args)}/integrations/{args.id}/changes")["changes"] if args.changes else None
+    if args.json:  # one JSON document: the record, with its changes when asked for
+        emit(args, data if changes is None else data | {"changes": changes})
+        return 0
     emit(args, data)
-    if args.changes:
-        changes = call(args, "GET", f"{_acct(args)}/integrations/{args.id}/changes")["changes"]
-        if not args.json:
-            print()
-            print(table(changes, ("time", "actor", "field", "old", "new")))
+    if changes is not None:
+        print()
+        print(table(changes, ("time", "actor", "field", "old", "new")))
     return 0
 
 

@@ -70,6 +70,10 @@ async def test_cli_round_trip(admin_url: str, capsys: pytest.CaptureFixture[str]
     assert code == 0
     code, out = await run(capsys, admin_url, "integrations", "show", "--account", acct, created["id"], "--changes")
     assert "SEC-9" in out and "created" in out
+    code, out = await run(capsys, admin_url, "integrations", "show", "--account", acct, created["id"], "--changes",
+                          "--json")
+    shown = json.loads(out)  # one document, the changes in it
+    assert shown["id"] == created["id"] and [c["field"] for c in shown["changes"]][:1] == ["created"]
     code, _ = await run(capsys, admin_url, "accounts", "default-integration", "--account", acct, "blocked")
     assert code == 0
     code, out = await run(capsys, admin_url, "logs", "search", "--account", acct, "--json")
