@@ -400,6 +400,9 @@ async def rekey_command(settings: Settings) -> int:
     from gateway.store.embedded import EmbeddedRedis
     from gateway.store.keyring import load_secret_keys, rekey
 
+    if settings.redis_url is None and not (settings.data_dir / "redis").is_dir():
+        # Else a mistyped --data-dir would get a fresh, empty store and "re-encrypted 0 secrets".
+        raise ConfigError(f"no gateway data in {settings.data_dir}: give the gateway's --data-dir or --redis-url")
     keys = load_secret_keys(settings.redis_url, settings.data_dir)
     embedded: EmbeddedRedis | None = None
     url = settings.redis_url

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,12 @@ async def test_secrets_never_stored_in_plaintext(fresh_redis: EmbeddedRedis) -> 
     for secret in secrets:
         assert secret not in text and secret.upper() not in text
     await store.close()
+
+
+def test_rekey_refuses_a_data_dir_without_gateway_data(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    done = subprocess.run([sys.executable, "-m", "gateway", "rekey", "--data-dir", str(missing)],
+                          capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")})
+    assert done.returncode == 2 and "no gateway data in" in done.stderr
+    assert not missing.exists()  # nothing created: no key file, no Redis
