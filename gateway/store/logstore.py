@@ -35,7 +35,8 @@ from gateway.core.records import is_sandbox, normalize_account
 from gateway.store import keyspace as ks
 from gateway.store.atomic import Client, RegistryError
 
-_CURSOR_RE = re.compile(r"\d{1,20}-\d{1,20}")
+_CURSOR_RE = re.compile(r"\d{1,20}-\d{1,20}")  # a stream id: two unsigned 64-bit numbers
+_LAST_SECOND = 253402300799  # 9999-12-31T23:59:59Z, as far as ISO 8601 times go
 _SCAN_CHUNK = 200
 _PIPELINE_BYTES = 1 << 20
 # Redis builds a Lua string per ARGV entry before the script runs and its cost per entry grows
@@ -73,16 +74,20 @@ def parse_time(value: str, name: str) -> float:
     """ISO 8601 (a trailing Z allowed) or unix seconds."""
     text = value.strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:  # nan, inf and 1e30 would fail later, inside Redis, as a store error
+        if not 0 <= seconds <= _LAST_SECOND:
+            raise RegistryError("INVALID_REQUEST", f"'{name}' must be unix seconds between 0 and {_LAST_SECOND}")
+        return seconds
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise RegistryError("INVALID_REQUEST", f"'{name}' must be an ISO 8601 time or unix seconds") from None
     if moment.tzinfo is None:
         raise RegistryError("INVALID_REQUEST", f"'{name}' must carry a time zone (e.g. a trailing Z)")
-    return moment.timestamp()
+    return max(moment.timestamp(), 0.0)
 
 
 def parse_query(params: Mapping[str, str]) -> LogQuery:
@@ -95,7 +100,8 @@ def parse_query(params: Mapping[str, str]) -> LogQuery:
         if not 1 <= limit <= MAX_LIMIT:
             raise RegistryError("INVALID_REQUEST", f"'limit' must be between 1 and {MAX_LIMIT}")
     cursor = params.get("cursor") or None
-    if cursor is not None and not _CURSOR_RE.fullmatch(cursor):
+    if cursor is not None and not (_CURSOR_RE.fullmatch(cursor)
+                                   and all(int(part) < 1 << 64 for part in cursor.split("-"))):
         raise RegistryError("INVALID_REQUEST", "'cursor' is not a cursor this API returned")
     return LogQuery(
         integration=params.get("integration") or None,

@@ -164,7 +164,7 @@ async def body_object(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(await request.read() or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[... nested too deep
         raise Refused("INVALID_REQUEST", "the request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise Refused("INVALID_REQUEST", "the request body must be a JSON object")

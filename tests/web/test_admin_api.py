@@ -143,10 +143,11 @@ async def test_account_validation(api: Api) -> None:
     assert "require_approval" in js["error"]["message"]
     await api("PUT", f"/accounts/{acct}", {"other": 1}, expect=400)
     await api("PUT", f"/accounts/{acct}", [1], expect=400)
-    resp = await api.client.put(
-        f"/admin/v1/accounts/{acct}", data=b"{nope", headers={"Authorization": f"Bearer {BOOT}"}
-    )
-    assert resp.status == 400 and (await resp.json())["error"]["code"] == "INVALID_REQUEST"
+    for body in (b"{nope", b'{"auth":' + b"[" * 100_000):  # too deep for json: a RecursionError, was a bare 500
+        resp = await api.client.put(
+            f"/admin/v1/accounts/{acct}", data=body, headers={"Authorization": f"Bearer {BOOT}"}
+        )
+        assert resp.status == 400 and (await resp.json())["error"]["code"] == "INVALID_REQUEST"
     await api.account()
     js = await api("PUT", f"/accounts/{acct}/default-integration", {"state": "waiting_for_approval"})
     assert api.last_status == 404  # the account was never created by the refused PUTs
@@ -595,6 +596,11 @@ async def test_logs_routes(api: Api, store: RedisStore) -> None:
     await api("GET", f"/accounts/{acct}/usage-log", limit=1001, expect=400)
     await api("GET", f"/accounts/{acct}/usage-log", cursor="junk", expect=400)
     await api("GET", f"/accounts/{acct}/usage-log", since="yesterday", expect=400)
+    # values that passed the format check but failed inside Redis, reported as a store outage (503)
+    for bad in ({"since": "nan"}, {"since": "inf"}, {"since": "1e30"}, {"until": "-inf"},
+                {"cursor": "99999999999999999999-0"}, {"cursor": "0-18446744073709551616"}):
+        await api("GET", f"/accounts/{acct}/usage-log", expect=400, **bad)
+        await api("GET", "/usage-log", expect=400, **bad)
     since = await api("GET", f"/accounts/{acct}/usage-log", since="2031-01-01T00:00:00Z", expect=200)
     assert since["entries"] == []
     until = await api("GET", f"/accounts/{acct}/usage-log", until="2029-12-31T00:00:00Z", expect=200)
