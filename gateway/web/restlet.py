@@ -67,6 +67,8 @@ class RestletProxy:
 
     async def _handle(self, request: web.Request, ex: Exchange) -> web.StreamResponse:
         ctx = self.ctx
+        if (request.content_length or 0) > ctx.settings.limits.max_body_bytes:
+            return _too_large(ctx, ex)
         authorization = request.headers.getall("Authorization", [])
         if len(authorization) == 1:
             ex.authorization = authorization[0]
@@ -105,7 +107,8 @@ class RestletProxy:
             identity=identity_headers(decision.who, ex.request_id, ctx.settings.upstream_identity_key,
                                       int(time.time())))
         headers["Authorization"] = request.headers["Authorization"]
-        data = self._body(request, ex) if request.body_exists else None
+        too_large: list[bool] = []
+        data = self._body(request, ex, too_large) if request.body_exists else None
         started = time.monotonic()
         try:
             async with ctx.session.request(request.method, ctx.settings.upstream + request.path_qs, data=data,
@@ -115,13 +118,16 @@ class RestletProxy:
                 ex.upstream_status = upstream.status
                 return await self._answer(request, ex, decision, upstream)
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            if too_large:  # the client's fault, not the backend's: the upstream request is aborted
+                return _too_large(ctx, ex)
             return upstream_failed(ctx, ex, e, None, json_errors=True)
 
-    async def _body(self, request: web.Request, ex: Exchange) -> AsyncIterator[bytes]:
+    async def _body(self, request: web.Request, ex: Exchange, too_large: list[bool]) -> AsyncIterator[bytes]:
         max_bytes = self.ctx.settings.limits.max_body_bytes
         async for chunk in request.content.iter_any():
             ex.request_bytes += len(chunk)
-            if ex.request_bytes > max_bytes:
+            if ex.request_bytes > max_bytes:  # a chunked body past the limit
+                too_large.append(True)
                 raise aiohttp.ClientPayloadError("request body over limits.max_body_bytes")
             ex.request_doc.add(chunk)
             yield chunk
@@ -161,6 +167,14 @@ class IssueTokenProxy(RestletProxy):
         response.headers["X-Request-Id"] = ex.request_id
         ex.set_cookies = response.headers.getall("Set-Cookie", [])
         return response
+
+
+def _too_large(ctx: ProxyContext, ex: Exchange) -> web.Response:
+    """413 (SPEC 8's limits.max_body_bytes, R1's request_too_large), and the connection closes:
+    the rest of the body is not worth reading."""
+    response = ctx.json_error_response(ex, Reason.REQUEST_TOO_LARGE)
+    response.force_close()
+    return response
 
 
 async def _read_whole(upstream: aiohttp.ClientResponse, cap: int) -> bytes:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import secrets
 import time
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,7 @@ from multidict import CIMultiDict
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, SIGNATURE_HMAC_SHA256, Client
 from requests_oauthlib import OAuth1
 
+from gateway.config import load_settings
 from gateway.store import keyspace as ks
 from gateway.store.logstore import LogQuery
 from tests.factories import get_body, make_envelope, token_passport_xml
@@ -365,3 +367,24 @@ async def test_a_burst_of_nonce_checks_queues_for_redis_instead_of_failing(make_
 
         statuses = await asyncio.gather(*(send(h, b) for h, b in requests_))
     assert statuses.count(200) == burst, {s: statuses.count(s) for s in set(statuses)}
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_body_over_the_limit_is_413_not_a_backend_failure(make_rig: MakeRig, chunked: bool) -> None:
+    rig = await make_rig(limits=replace(load_settings(environ={}).limits, max_body_bytes=200_000))
+    t = await rig.tenant()
+    body = b"x" * 300_000
+
+    async def stream() -> Any:
+        for i in range(0, len(body), 50_000):
+            yield body[i:i + 50_000]
+            await asyncio.sleep(0)
+
+    before = len([r for r in rig.backend.received if r.complete])
+    resp = await rig.client.post(PATH + QUERY, data=stream() if chunked else body,
+                                 headers={"Authorization": nlauth(t.account), "X-Request-Id": f"rl-big-{chunked}",
+                                          "Content-Type": "application/json"})
+    assert resp.status == 413 and await json_error(resp) == "USER_ERROR"
+    entry = await logged(rig, f"rl-big-{chunked}")
+    assert (entry["outcome"], entry["reason"]) == ("rejected", "request_too_large")
+    assert len([r for r in rig.backend.received if r.complete]) == before  # never a complete body upstream
