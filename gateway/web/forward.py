@@ -15,14 +15,29 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.core.decision import Attribution
 
-# RFC 9110 section 7.6.1 hop-by-hop headers, plus the framing the gateway sets itself.
+# RFC 9110 section 7.6.1 hop-by-hop headers (and the obsolete Proxy-Connection), plus the
+# framing the gateway sets itself. Headers a Connection header names are hop-by-hop too.
 HOP_BY_HOP = frozenset(
     h.lower()
     for h in (
         "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
-        "Transfer-Encoding", "Upgrade", "Host", "Content-Length", "Expect",
+        "Transfer-Encoding", "Upgrade", "Host", "Content-Length", "Expect", "Proxy-Connection",
     )
 )
+
+
+# Fields the gateway judged the request by: a Connection header may not take them away from
+# what the upstream sees (the gateway checked text/xml, the backend would see no type at all).
+_JUDGED = frozenset({"content-type", "content-encoding", "soapaction", "authorization", "cookie"})
+
+
+def _hop_by_hop(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    """The fixed set, plus every field a Connection header names (RFC 9110 section 7.6.1)."""
+    listed = headers.getall("Connection", ())
+    if not listed:
+        return HOP_BY_HOP
+    named = {name.strip().lower() for value in listed for name in value.split(",")}
+    return HOP_BY_HOP | (named - _JUDGED)
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 IDENTITY_PREFIX = "x-gateway-"
 
@@ -72,9 +87,10 @@ def upstream_request_headers(
     not attributed by its session), or None for none at all.
     """
     out: CIMultiDict[str] = CIMultiDict()
+    hop_by_hop = _hop_by_hop(incoming)
     for name, value in incoming.items():
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower.startswith(IDENTITY_PREFIX) or lower in (
+        if lower in hop_by_hop or lower.startswith(IDENTITY_PREFIX) or lower in (
                 "cookie", "x-request-id", "x-forwarded-for", "x-forwarded-proto"):
             continue
         out.add(name, value)
@@ -114,9 +130,10 @@ def identity_headers(who: Attribution, request_id: str, key: str | None, now: in
 def client_response_headers(upstream: CIMultiDictProxy[str], *, drop_set_cookie: bool = False) -> CIMultiDict[str]:
     """Upstream response headers minus hop-by-hop ones (framing is the gateway's own)."""
     out: CIMultiDict[str] = CIMultiDict()
+    hop_by_hop = _hop_by_hop(upstream)
     for name, value in upstream.items():
         lower = name.lower()
-        if lower in HOP_BY_HOP or (drop_set_cookie and lower == "set-cookie"):
+        if lower in hop_by_hop or (drop_set_cookie and lower == "set-cookie"):
             continue
         out.add(name, value)
     return out

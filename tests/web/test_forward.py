@@ -60,3 +60,19 @@ def test_response_headers_keep_cookies_unless_told() -> None:
     assert client_response_headers(up).getall("Set-Cookie") == ["a=1"]
     assert "Set-Cookie" not in client_response_headers(up, drop_set_cookie=True)
     assert "Transfer-Encoding" not in client_response_headers(up)
+
+
+def test_fields_a_connection_header_names_are_hop_by_hop_both_ways() -> None:
+    # RFC 9110 7.6.1; Proxy-Connection too. The fields the gateway judged the request by stay.
+    incoming = CIMultiDictProxy(CIMultiDict([
+        ("Content-Type", "text/xml"), ("SOAPAction", "get"), ("Connection", "close, X-Client-Hop"),
+        ("Connection", "Content-Type,SOAPAction"), ("X-Client-Hop", "1"), ("Proxy-Connection", "keep-alive"),
+        ("X-End-To-End", "kept")]))
+    out = upstream_request_headers(incoming, cookie=None, request_id="rid", peer="192.0.2.1", scheme="http",
+                                   identity=(), content_length=None)
+    assert "X-Client-Hop" not in out and "Proxy-Connection" not in out and "Connection" not in out
+    assert (out["Content-Type"], out["SOAPAction"], out["X-End-To-End"]) == ("text/xml", "get", "kept")
+    up = CIMultiDictProxy(CIMultiDict([("Connection", "keep-alive, X-Secret-Hop"), ("X-Secret-Hop", "s"),
+                                       ("Proxy-Connection", "close"), ("Content-Type", "text/xml")]))
+    relayed = client_response_headers(up)
+    assert list(relayed.keys()) == ["Content-Type"]
