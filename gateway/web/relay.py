@@ -22,7 +22,8 @@ log = logging.getLogger("gateway.proxy")
 WHOLE_ANSWER_BYTES = 256 * 1024
 
 
-async def relay_response(request: web.Request, ex: Exchange, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+async def relay_response(ctx: ProxyContext, request: web.Request, ex: Exchange,
+                         upstream: aiohttp.ClientResponse) -> web.StreamResponse:
     """Status, headers and body as they come, chunk by chunk. Once the status line is out, a
     failure on either side can only end in a cut connection; the log tells which side failed."""
     if upstream.content_length is not None and upstream.content_length <= WHOLE_ANSWER_BYTES:
@@ -57,6 +58,7 @@ async def relay_response(request: web.Request, ex: Exchange, upstream: aiohttp.C
             # Reset, garbage or a stall mid-body: a client must never take a truncated answer
             # for a whole one, so the connection is cut rather than ended cleanly.
             ex.outcome, ex.reason, ex.sub_reason = "error", Reason.UPSTREAM_UNAVAILABLE.value, type(e).__name__
+            ctx.metrics.upstream_errors.labels(Reason.UPSTREAM_UNAVAILABLE.value).inc()
             log.warning("upstream response cut", extra={"request_id": ex.request_id, "error": repr(e)})
             if request.transport is not None:
                 request.transport.abort()

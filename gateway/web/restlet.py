@@ -134,7 +134,7 @@ class RestletProxy:
 
     async def _answer(self, request: web.Request, ex: Exchange, decision: Forward,
                       upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-        return await relay_response(request, ex, upstream)
+        return await relay_response(self.ctx, request, ex, upstream)
 
 
 class IssueTokenProxy(RestletProxy):
@@ -148,7 +148,7 @@ class IssueTokenProxy(RestletProxy):
     async def _answer(self, request: web.Request, ex: Exchange, decision: Forward,
                       upstream: aiohttp.ClientResponse) -> web.StreamResponse:
         if upstream.status != 200:
-            return await relay_response(request, ex, upstream)
+            return await relay_response(self.ctx, request, ex, upstream)
         body = await _read_whole(upstream, _ISSUE_TOKEN_RESPONSE_CAP)
         ex.response_bytes = len(body)
         ex.response_doc.add(body)

@@ -210,7 +210,7 @@ class SoapProxy:
                 ex.upstream_status = upstream.status
                 if decision.open_session is not None:  # login / ssoLogin
                     return await self._answer_login(request, ex, decision, cookies, upstream, fault_version)
-                response = await relay_response(request, ex, upstream)
+                response = await relay_response(self.ctx, request, ex, upstream)
         except BodyAborted as e:
             return await self._aborted(request, ex, e, fault_version)
         except (aiohttp.ClientError, TimeoutError, OSError) as e:

@@ -62,6 +62,9 @@ async def test_each_upstream_fault_gets_its_answer_and_a_log_entry(
     status, cut, body = await call(gw, mode, rid)
     entry = await gw.entry(rid)
     assert entry["outcome"] == "error"
+    errors = {s.labels["kind"]: s.value for m in gw.metrics.upstream_errors.collect() for s in m.samples
+              if s.name.endswith("_total")}
+    assert errors == {entry["reason"]: 1.0}  # every upstream failure counted once, a cut answer too
     if mode in BEFORE_HEADERS:
         assert status == BEFORE_HEADERS[mode] and not cut
         assert b"<platformFaults:code>UNEXPECTED_ERROR</platformFaults:code>" in body
