@@ -7,10 +7,21 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from gateway.core.decision import NO_INTEGRATION, Attribution, CheckNonce, Decision, Forward, Install, Reject
+from gateway.core.decision import (
+    DEFAULT_INTEGRATION,
+    NO_INTEGRATION,
+    Attribution,
+    AuthMethod,
+    CheckNonce,
+    Decision,
+    Forward,
+    Install,
+    Reject,
+)
 from gateway.core.facts import EnvelopeHead
 from gateway.core.lookups import LookupPlan, Lookups
 from gateway.core.records import InstalledVia, normalize_application_id
+from gateway.errors import StoreUnavailable
 from gateway.store.ports import RequestStore
 
 # Nonce, then install: a decision asks for each at most once, so three rounds always end.
@@ -64,11 +75,23 @@ async def settle(
     raise RuntimeError("decision did not settle")  # a bug in the core, not a client's fault
 
 
-async def attribute_rejection(store: RequestStore, head: EnvelopeHead, who: Attribution) -> Attribution:
+async def attribute_rejection(store: RequestStore, head: EnvelopeHead, who: Attribution,
+                              session_id: str | None = None) -> Attribution:
     """A request refused before the store was consulted (R2-R6) still names its record, so the
-    ops dashboard can tell which integration sends Passport to 2020.2, say. Identifiers only:
-    nothing here was verified, and nothing is decided from it."""
+    ops dashboard can tell which integration sends Passport to 2020.2, say; one riding on a
+    session names the session's account and record (SPEC 2), so the account's usage log lists
+    it. Identifiers only: nothing is decided from them, and without the store the rejection
+    stands unattributed."""
     if who.integration != NO_INTEGRATION:
+        return who
+    if session_id and who.auth_method is AuthMethod.SESSION and who.account is None:
+        try:
+            session = await store.get_session(session_id)
+        except StoreUnavailable:
+            session = None
+        if session is not None:
+            return replace(who, account=session.account, integration=session.integration_id or DEFAULT_INTEGRATION,
+                           user=session.user, role=session.role)
         return who
     integration = None
     app_id = normalize_application_id(head.application_id or "")

@@ -164,7 +164,7 @@ class SoapProxy:
             ex.mark_decided()
             ex.who = decision.who
             if isinstance(decision, Reject):
-                ex.who = await attribute_rejection(ctx.store, head, decision.who)
+                ex.who = await attribute_rejection(ctx.store, head, decision.who, cookies.jsessionid)
         if isinstance(decision, Reject):
             return ctx.fault_response(ex, decision.reason, fault_version, sub_reason=decision.sub_reason)
         if inspector.error is not None:

@@ -223,8 +223,12 @@ async def test_sessions_are_refused_on_2020_2_and_later(make_rig: MakeRig) -> No
     rig = await make_rig()
     t = await rig.tenant()
     session_id = await open_session(rig, login(t))
-    resp = await rig.soap("2020_2", bare("2020_2"), headers=jar(session_id))
+    resp = await rig.soap("2020_2", bare("2020_2"), headers=jar(session_id) | {"X-Request-Id": "r5-session"})
     assert await fault_code(resp) == "USER_ERROR"  # passport_unsupported (R5)
+    # ... and logged as the session's: in the account's usage log (SPEC 2 and 5)
+    entry = await logged(rig, "r5-session")
+    assert (entry["reason"], entry["auth_method"]) == ("passport_unsupported", "session")
+    assert (entry["account"], entry["integration_id"]) == (t.account, t.integration["id"])
 
 
 async def test_a_session_is_visible_to_another_replica(make_rig: MakeRig) -> None:
