@@ -23,11 +23,12 @@ from typing import Any, Final, cast
 from redis.asyncio.connection import UnixDomainSocketConnection, parse_url
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # A server that stopped answering while requests kept coming: past this many unanswered
 # commands the connection is dropped and they all fail (each has long given up by then).
 MAX_UNANSWERED: Final = 10_000
-CONNECT_TIMEOUT: Final = 1.0
+CONNECT_TIMEOUT: Final = 0.5  # the request path's deadline (RedisStore)
 
 Reply = str | int | None | list[Any] | ResponseError
 
@@ -93,6 +94,7 @@ class _RespProtocol(asyncio.Protocol):
         self.waiting: collections.deque[asyncio.Future[Reply]] = collections.deque()
         self.buffer = b""
         self.lost = False
+        self.last_reply = 0.0  # loop time of the last reply read (progress, for stall checks)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are no asyncio.Transport
@@ -119,6 +121,7 @@ class _RespProtocol(asyncio.Protocol):
                 if not self.waiting:
                     raise ProtocolError("a reply nobody asked for")
                 pos = after
+                self.last_reply = asyncio.get_running_loop().time()
                 answer = self.waiting.popleft()
                 if answer.done():  # its caller gave up (a deadline): the answer is dropped
                     continue
@@ -172,11 +175,39 @@ class PipelinedConnection:
                    port=int(options.get("port", 6379)), username=options.get("username"),
                    password=options.get("password"), db=int(options.get("db") or 0), client_name=client_name)
 
-    async def call(self, *args: str | int | bytes) -> Any:
+    async def call(self, *args: str | int | bytes, stall_timeout: float | None = None) -> Any:
+        """The command's reply. With `stall_timeout`, RedisTimeoutError once Redis has sent
+        nothing at all for that long while this command waited: a frozen server. A reply to an
+        earlier command counts as progress, so a busy Redis, or a busy event loop in this
+        process (replies read late, all at once), is waited for instead: a plain deadline
+        fired there and failed healthy requests (and, through the store's fail-fast window,
+        hundreds after them)."""
         protocol = self._protocol
         if protocol is None or protocol.lost:
             protocol = await self._connect()
-        return await protocol.send(pack_command(args))
+        answer = protocol.send(pack_command(args))
+        if stall_timeout is None:
+            return await answer
+        loop = asyncio.get_running_loop()
+        sent_at = loop.time()
+        timer: list[asyncio.TimerHandle] = []
+
+        def check() -> None:
+            # Timers run after the I/O callbacks of their loop iteration: a reply already in the
+            # socket has been read by now.
+            if answer.done():
+                return
+            quiet = loop.time() - max(protocol.last_reply, sent_at)
+            if quiet < stall_timeout:
+                timer[0] = loop.call_later(stall_timeout - quiet, check)
+            else:
+                answer.set_exception(RedisTimeoutError(f"redis sent nothing for {stall_timeout} s"))
+
+        timer.append(loop.call_later(stall_timeout, check))
+        try:
+            return await answer
+        finally:
+            timer[0].cancel()
 
     async def aclose(self) -> None:
         protocol, self._protocol = self._protocol, None
@@ -196,8 +227,8 @@ class PipelinedConnection:
                     else:
                         _, protocol = await loop.create_connection(_RespProtocol, self.host, self.port)
                     await self._handshake(protocol)
-            except TimeoutError:
-                raise RedisConnectionError(f"redis did not accept within {CONNECT_TIMEOUT} s") from None
+            except TimeoutError:  # a frozen server: the store's fail-fast window applies
+                raise RedisTimeoutError(f"redis did not accept within {CONNECT_TIMEOUT} s") from None
             except OSError as e:
                 raise RedisConnectionError(f"cannot connect to redis: {e}") from e
             except ResponseError as e:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store.embedded import EmbeddedRedis, find_redis_server
 from gateway.store.pipelined import INCOMPLETE, PipelinedConnection, pack_command, parse_reply
@@ -202,3 +203,33 @@ def test_error_replies_are_returned_for_the_caller_to_raise() -> None:
 
 def test_commands_are_resp_arrays_of_bulk_strings() -> None:
     assert pack_command(("SET", "k", 1, b"\x00")) == b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n1\r\n$1\r\n\x00\r\n"
+
+
+async def test_a_busy_event_loop_is_no_stalled_server(conn: PipelinedConnection) -> None:
+    # The reply arrives while this loop is blocked past the deadline; it is read before the
+    # deadline's timer runs (I/O callbacks first in an iteration), so the call succeeds. A
+    # plain asyncio.timeout here failed healthy requests under load.
+    k = key()
+    await conn.call("SET", k, "v", "EX", 60)
+    call = asyncio.create_task(conn.call("GET", k, stall_timeout=0.05))
+    await asyncio.sleep(0)  # sent
+    time.sleep(0.2)  # the loop is busy elsewhere (blocking on purpose)
+    assert await call == "v"
+
+
+async def test_replies_flowing_are_progress_not_a_stall(conn: PipelinedConnection) -> None:
+    # 20,000 commands at once: the last answers long after 5 ms, but Redis never goes quiet
+    k = key()
+    results = await asyncio.gather(*(conn.call("INCR", k, stall_timeout=0.005) for _ in range(20_000)))
+    assert sorted(results) == list(range(1, 20_001))
+
+
+async def test_a_silent_server_is_a_stall(conn: PipelinedConnection, redis_url: str) -> None:
+    await conn.call("PING")
+    async with Redis.from_url(redis_url) as admin:
+        await admin.execute_command("CLIENT", "PAUSE", "400", "ALL")
+        started = time.monotonic()
+        with pytest.raises(RedisTimeoutError):
+            await conn.call("PING", stall_timeout=0.1)
+        assert 0.1 <= time.monotonic() - started < 0.3
+    assert await conn.call("PING") == "PONG"  # the late PONG was dropped in step

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.core.records import InstalledVia, SessionView, State
 from gateway.errors import ConfigError
@@ -92,3 +94,41 @@ async def test_ping(redis_url: str) -> None:
     store: RedisStore = await store_on(redis_url)
     assert await store.ping()
     await store.close()
+
+
+async def test_a_deadline_missed_in_a_busy_loop_is_no_evidence_against_redis(redis_url: str) -> None:
+    """Only a deadline met on time marks Redis suspect (and fails calls at once for a while).
+    A timer that ran late, because this process's loop was busy, retries an idempotent read
+    and marks nothing: under a burst, one late timer used to turn hundreds of requests into 503s."""
+    store = await store_on(redis_url, listen=False)
+    loop = asyncio.get_running_loop()
+    try:
+        attempts: list[int] = []
+
+        async def slow_once() -> str:
+            attempts.append(1)
+            if len(attempts) == 1:
+                time.sleep(0.6)  # the loop is busy past the deadline (blocking on purpose)
+                await asyncio.sleep(0.05)  # the deadline's timer runs now, late
+            return "answer"
+
+        assert await store._answer_fast(slow_once, idempotent=True) == "answer"
+        assert len(attempts) == 2 and store._suspect_until < loop.time()
+
+        attempts.clear()
+        with pytest.raises(RedisTimeoutError, match="busy"):  # a write is not retried...
+            await store._answer_fast(slow_once)
+        assert store._suspect_until < loop.time()  # ...but Redis is not blamed either
+
+        async def silent() -> str:
+            await asyncio.sleep(5)  # a frozen Redis, in an idle loop
+            return "never"
+
+        started = loop.time()
+        with pytest.raises(RedisTimeoutError, match="did not answer"):
+            await store._answer_fast(silent, idempotent=True)
+        assert loop.time() - started < 0.7 and store._suspect_until > loop.time()  # suspect now
+        with pytest.raises(RedisTimeoutError, match="a moment ago"):
+            await store._answer_fast(slow_once, idempotent=True)
+    finally:
+        await store.close()
