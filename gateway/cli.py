@@ -84,8 +84,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    """What serve refuses before it touches Redis, `seed:` included: both load the settings the same way."""
-    load_settings(args.file)
+    """What serve refuses before it touches Redis: both load the settings the same way (`seed:`
+    included) and check the secret keys the environment gives."""
+    from gateway.store.keyring import secret_keys_from_env
+
+    settings = load_settings(args.file)
+    secret_keys_from_env(settings.redis_url)
     print(f"{args.file}: OK")
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import subprocess
@@ -77,6 +78,20 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["check-config", str(EXAMPLE)]) == 0
     assert main(["check-config", str(write(tmp_path, "limits: {max_depth: -1}\n"))]) == 2
     assert "limits.max_depth" in capsys.readouterr().err
+
+
+def test_check_config_checks_the_secret_keys_serve_needs(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = str(write(tmp_path, "redis_url: redis://127.0.0.1:6379/0\n"))
+    for name in ("GATEWAY_SECRET_KEYS", "GATEWAY_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["check-config", shared]) == 2  # replicas on one Redis must share keys
+    assert "GATEWAY_SECRET_KEYS is not" in capsys.readouterr().err
+    monkeypatch.setenv("GATEWAY_SECRET_KEYS", "not base64!")
+    assert main(["check-config", shared]) == 2
+    monkeypatch.setenv("GATEWAY_SECRET_KEYS", base64.b64encode(b"k" * 32).decode())
+    assert main(["check-config", shared]) == 0
+    assert not (tmp_path / "data").exists()  # no key file written by a check
 
 
 # Found by a black-box audit: check-config said OK to each, serve refused it (SPEC section 8).

@@ -105,6 +105,13 @@ def load_secret_keys(
     """The key ring from `GATEWAY_SECRET_KEYS` (or `GATEWAY_SECRET_KEY`); with the embedded Redis
     and no key, `data_dir/secret.key` (generated on first use, mode 0600). Replicas sharing an
     external Redis must share keys, so there a missing key is a ConfigError."""
+    keys = secret_keys_from_env(redis_url, environ)
+    return keys if keys is not None else [_local_key(Path(data_dir) / "secret.key")]
+
+
+def secret_keys_from_env(redis_url: str | None, environ: Mapping[str, str] | None = None) -> list[bytes] | None:
+    """The ring the environment names, or None when the embedded Redis's key file is to be used;
+    touches no file (`check-config` runs it too)."""
     env = os.environ if environ is None else environ
     for name in ("GATEWAY_SECRET_KEYS", "GATEWAY_SECRET_KEY"):
         if env.get(name):
@@ -119,7 +126,7 @@ def load_secret_keys(
             "redis_url is set but GATEWAY_SECRET_KEYS is not: replicas sharing a Redis "
             "must share the secret keys"
         )
-    return [_local_key(Path(data_dir) / "secret.key")]
+    return None
 
 
 def _local_key(path: Path) -> bytes:

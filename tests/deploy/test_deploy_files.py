@@ -5,7 +5,8 @@
   dashboard expression parses as PromQL;
 - `promtool check metrics` accepts what `GatewayMetrics` exposes.
 
-promtool is required, never skipped: `apt-get update && apt-get install -y prometheus`.
+promtool is required, never skipped: when it is missing the tests install it, as the rest of the
+suite starts its Redis (Debian package `prometheus`; `apt-get update && apt-get install -y prometheus`).
 """
 
 from __future__ import annotations
@@ -43,11 +44,22 @@ PROMQL_WORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group
                 "group_right", "offset", "bool", "inf", "nan", "atan2"}
 
 
+def _find_promtool() -> str | None:
+    return shutil.which("promtool") or ("/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None)
+
+
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    path = shutil.which("promtool") or ("/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None)
+    path = _find_promtool()
+    if path is None and shutil.which("apt-get"):  # a fresh machine: the README's one test command suffices
+        env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        for argv in (["apt-get", "update", "-qq"],
+                     ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"]):
+            subprocess.run(argv, capture_output=True, timeout=600, check=False, env=env)
+        path = _find_promtool()
     if path is None:
-        pytest.fail(f"promtool not found: install it with `{INSTALL_HINT}` (Debian package 'prometheus')")
+        pytest.fail(f"promtool not found and not installable here: install it with `{INSTALL_HINT}` "
+                    "(Debian package 'prometheus')")
     return path
 
 
