@@ -67,6 +67,11 @@ def parse_authorization(values: list[str]) -> AuthHeader:
     otherwise (the adapter answers 401)."""
     if len(values) != 1:
         raise ValueError(f"expected exactly one Authorization header, got {len(values)}")
+    if not values[0].isascii():
+        try:  # bytes that were no UTF-8 arrive as lone surrogates (aiohttp's surrogateescape)
+            values[0].encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("the Authorization header is not UTF-8") from None
     scheme_text, _, rest = values[0].strip().partition(" ")
     scheme = _SCHEMES.get(scheme_text.lower())
     if scheme is None:
@@ -121,17 +126,21 @@ def _verify_oauth(
 ) -> str | None:
     auth = facts.auth
     algorithm = tba.normalize_algorithm(auth.get("oauth_signature_method"))
-    expected = oauth_signature(
-        facts, params, algorithm=algorithm or tba.HMAC_SHA256,
-        consumer_secret=tba.DUMMY_SECRET if consumer_secret is None else consumer_secret,
-        token_secret=tba.DUMMY_SECRET if token_secret is None else token_secret)
+    try:
+        expected: str | None = oauth_signature(
+            facts, params, algorithm=algorithm or tba.HMAC_SHA256,
+            consumer_secret=tba.DUMMY_SECRET if consumer_secret is None else consumer_secret,
+            token_secret=tba.DUMMY_SECRET if token_secret is None else token_secret)
+    except (ValueError, UnicodeError):  # a URI no base string can be built from (Host "a:xyz", "[")
+        expected = None
     version_ok = auth.get("oauth_version") in (None, "1.0")
     return tba.first_failure(
         algorithm_ok=algorithm is not None and algorithm in settings.allowed_algorithms,
         nonce=auth.get("oauth_nonce"), timestamp=auth.get("oauth_timestamp"), now=now,
         skew=settings.timestamp_skew_seconds, consumer_known=consumer_secret is not None,
         token_known=token_secret is not None,
-        signature_ok=tba.signature_matches(expected, auth.get("oauth_signature")) and version_ok)
+        signature_ok=expected is not None and tba.signature_matches(expected, auth.get("oauth_signature"))
+        and version_ok)
 
 
 def _account_sent(auth: AuthHeader) -> str | None:

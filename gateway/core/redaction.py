@@ -95,8 +95,14 @@ def mask_application_ids(text: str) -> str:
 
 
 def cap_text(text: str, cap: int) -> str:
-    """`text` cut to at most `cap` UTF-8 bytes, never splitting a character."""
-    raw = text.encode("utf-8")
+    """`text` cut to at most `cap` UTF-8 bytes, never splitting a character. A header's bytes
+    that were no UTF-8 reach here as lone surrogates (aiohttp decodes with surrogateescape):
+    they become U+FFFD, so the entry can still be stored."""
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", errors="replace")
+        text = raw.decode("utf-8")
     if len(raw) <= cap:
         return text
     return raw[: max(cap, 0)].decode("utf-8", errors="ignore")

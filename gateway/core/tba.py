@@ -105,7 +105,7 @@ def sign_token_passport(
 
 
 def signature_matches(expected: str, given: str | None) -> bool:
-    return hmac.compare_digest(expected.encode("ascii"), (given or "").strip().encode("utf-8"))
+    return hmac.compare_digest(expected.encode("ascii"), (given or "").strip().encode("utf-8", "surrogateescape"))
 
 
 def verify_token_passport(

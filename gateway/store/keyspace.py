@@ -84,7 +84,8 @@ def bundle(bundle_id: str) -> str:
 
 def session(session_id: str) -> str:
     # Keyed by digest, as admin tokens are: whoever reads Redis must not find live session ids.
-    return f"{PREFIX}:session:{hashlib.sha256(session_id.encode()).hexdigest()}"
+    # The bytes as received: a cookie that was no UTF-8 is just an unknown session (R11).
+    return f"{PREFIX}:session:{hashlib.sha256(session_id.encode('utf-8', 'surrogateescape')).hexdigest()}"
 
 
 def nonce(scope: str, value: str) -> str:

@@ -35,7 +35,7 @@ from gateway.core.records import is_sandbox, normalize_account
 from gateway.store import keyspace as ks
 from gateway.store.atomic import Client, RegistryError
 
-_CURSOR_RE = re.compile(r"\d{1,20}-\d{1,20}")  # a stream id: two unsigned 64-bit numbers
+_CURSOR_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # a stream id: two unsigned 64-bit numbers
 _LAST_SECOND = 253402300799  # 9999-12-31T23:59:59Z, as far as ISO 8601 times go
 _SCAN_CHUNK = 200
 _PIPELINE_BYTES = 1 << 20
@@ -266,6 +266,8 @@ class LogStore:
             if found is None or found[0] != key or not matches(found[1], q):
                 return [], None
             return [found[1]], None
+        if q.cursor is not None and q.cursor.replace("0", "") == "-":
+            return [], None  # nothing comes before 0-0 (Redis refuses the interval)
         upper = f"({q.cursor}" if q.cursor else "+"
         lower = str(max(int(q.since * 1000) - _CLOCK_SLACK_MS, 0)) if q.since is not None else "-"
         hits: list[tuple[str, dict[str, Any]]] = []

@@ -52,6 +52,7 @@ STATUS = {
     "CONFLICT": 409,
     "TOO_MANY_REQUESTS": 429,
     "STORE_UNAVAILABLE": 503,
+    "INTERNAL_ERROR": 500,
 }
 
 
@@ -128,6 +129,9 @@ async def json_errors(
         if e.status == 413:
             return error("INVALID_REQUEST", "request body too large", 413)
         raise
+    except Exception:  # a bug, not the client's fault: still the JSON shape, and a traceback logged
+        log.exception("admin API: unhandled error on %s %s", request.method, request.path)
+        return error("INTERNAL_ERROR", "internal error; the gateway logged it")
 
 
 class FailureLimiter:
@@ -168,6 +172,10 @@ async def body_object(request: web.Request) -> dict[str, Any]:
         raise Refused("INVALID_REQUEST", "the request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise Refused("INVALID_REQUEST", "the request body must be a JSON object")
+    try:  # "\ud800" is valid JSON but no Unicode text: it could never be stored
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise Refused("INVALID_REQUEST", "the request body holds a lone surrogate (\\ud800-\\udfff)") from None
     return data
 
 

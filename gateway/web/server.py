@@ -24,11 +24,12 @@ import uuid
 from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
+from multidict import CIMultiDict, CIMultiDictProxy
 
 log = logging.getLogger("gateway.http")
 
@@ -148,6 +149,10 @@ class GuardedServer(Server):
 
 class GuardedAppRunner(web.AppRunner):
     def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
+        # Bodies as they came: aiohttp would inflate a gzip body while parsing (a broken one was
+        # an ERROR traceback on every listener, a good RESTlet one went upstream inflated but
+        # still labelled gzip). SOAP refuses content codings itself; RESTlets pass them on.
+        kwargs.setdefault("auto_decompress", False)
         super().__init__(app, **kwargs)
         self._header_timeout = header_timeout
 
@@ -158,7 +163,19 @@ class GuardedAppRunner(web.AppRunner):
         app.on_startup.freeze()
         await app.startup()
         app.freeze()
-        return GuardedServer(app._handle, request_factory=app._make_request, loop=loop,
+
+        def make_request(message: Any, *args: Any) -> web.BaseRequest:
+            # aiohttp's own Expect handler runs before any middleware and echoes the value into
+            # its 417: bytes that were no UTF-8 made that a bare 500. No such value is
+            # "100-continue", so it is replaced before routing, and the 417 stands.
+            expect = message.headers.get(hdrs.EXPECT)
+            if expect is not None and not expect.isascii():
+                headers = CIMultiDict(message.headers)
+                headers[hdrs.EXPECT] = "unreadable"
+                message = message._replace(headers=CIMultiDictProxy(headers))
+            return app._make_request(message, *args)
+
+        return GuardedServer(app._handle, request_factory=make_request, loop=loop,
                              header_timeout=self._header_timeout, **self._kwargs)
 
 

@@ -601,6 +601,8 @@ async def test_logs_routes(api: Api, store: RedisStore) -> None:
                 {"cursor": "99999999999999999999-0"}, {"cursor": "0-18446744073709551616"}):
         await api("GET", f"/accounts/{acct}/usage-log", expect=400, **bad)
         await api("GET", "/usage-log", expect=400, **bad)
+    await api("GET", f"/accounts/{acct}/usage-log", cursor="\u0661-\u0660", expect=400)  # Arabic-Indic digits
+    assert await api("GET", f"/accounts/{acct}/usage-log", cursor="0-0", expect=200) == {"entries": [], "next": None}
     since = await api("GET", f"/accounts/{acct}/usage-log", since="2031-01-01T00:00:00Z", expect=200)
     assert since["entries"] == []
     until = await api("GET", f"/accounts/{acct}/usage-log", until="2029-12-31T00:00:00Z", expect=200)
@@ -623,3 +625,11 @@ async def test_a_burst_of_admin_requests_queues_for_redis_instead_of_failing(api
 
         statuses = await asyncio.gather(*(list_integrations() for _ in range(2000)))
     assert statuses.count(200) == len(statuses), {s: statuses.count(s) for s in set(statuses)}
+
+
+async def test_a_lone_surrogate_in_a_stored_field_is_400(api: Api) -> None:
+    # Valid JSON ("\ud800"), but no text Redis could store: it was aiohttp's bare 500.
+    acct = await api.account()
+    resp = await api.client.post(f"/admin/v1/accounts/{acct}/integrations", data=b'{"name": "\\ud800"}',
+                                 headers={"Authorization": f"Bearer {BOOT}", "Content-Type": "application/json"})
+    assert resp.status == 400 and (await resp.json())["error"]["code"] == "INVALID_REQUEST"
