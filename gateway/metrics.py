@@ -30,16 +30,21 @@ INFO_REFRESH_SECONDS = 60.0  # a renamed record shows under its new name within 
 
 
 class LabelCap:
-    """Admits the first `limit` distinct values; later ones become `other`."""
+    """Admits the first `limit` distinct values of at most `max_length` characters; later and
+    longer ones become `other` (an operation name comes from an unauthenticated envelope: 200
+    names of 40 KB each would be 8 MB of /metrics)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_length: int = 128) -> None:
         self.limit = limit
+        self.max_length = max_length
         self._seen: set[str] = set()
         self._lock = threading.Lock()
 
     def __call__(self, value: str) -> str:
         if value in UNBOUNDED or value in self._seen:
             return value
+        if len(value) > self.max_length:
+            return "other"
         with self._lock:
             if len(self._seen) < self.limit:
                 self._seen.add(value)

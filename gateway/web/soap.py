@@ -368,7 +368,9 @@ def _framing_problem(request: web.Request) -> str | None:
     charset = request.charset
     if charset is not None and charset.lower() not in ("utf-8", "utf8"):
         return "charset"
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
+    # Every Content-Encoding field and every coding in it: a second field would reach the
+    # upstream with the first one judged only.
+    codings = (c.strip().lower() for v in request.headers.getall("Content-Encoding", ()) for c in v.split(","))
+    if any(c not in ("", "identity") for c in codings):
         return "content_encoding"
     return None

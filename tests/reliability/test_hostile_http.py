@@ -111,3 +111,17 @@ async def test_a_restlet_body_goes_upstream_as_it_came(start_gateway: StartGatew
     got = gw.backend.received[-1]  # aiohttp there inflates it: the client's compressed bytes arrived
     assert got.headers["Content-Encoding"] == coding and got.headers["Content-Length"] == str(len(body))
     assert got.body_len == len(raw)
+
+
+@pytest.mark.parametrize("fields", [[b"identity", b"gzip"], [b"identity, deflate"]])
+async def test_every_content_encoding_field_is_judged(start_gateway: StartGateway, fields: list[bytes],
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    # A second field used to pass unjudged: the upstream got a plain envelope labelled gzip.
+    gw = await start_gateway()
+    tenant = await gw.tenant()
+    answer = await raw_exchange(gw.host, gw.port, request(
+        b"POST", b"/services/NetSuitePort_2024_2", b"Content-Type: text/xml",
+        *(b"Content-Encoding: " + f for f in fields), body=tenant.tba()))
+    assert status_of(answer) == 500 and b"USER_ERROR" in answer
+    assert gw.backend is not None and gw.backend.received == []
+    assert errors(caplog) == []

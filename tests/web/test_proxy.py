@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.config import load_settings
 from tests.factories import (
@@ -179,6 +180,10 @@ async def test_routes_methods_and_framing(make_rig: MakeRig) -> None:
     t = await rig.tenant()
     r = await rig.soap("2024_2", t.tba(), headers={"Content-Type": "application/soap+xml"})
     assert await fault_code(r) == "USER_ERROR" and r.status == 500
+    for codings in (["identity", "x-custom"], ["identity, x-custom"]):  # every field, every coding (gzip: reliability)
+        fields = CIMultiDict([("Content-Type", "text/xml; charset=utf-8")] + [("Content-Encoding", c) for c in codings])
+        r = await rig.client.post("/services/NetSuitePort_2024_2", data=t.tba(), headers=fields)
+        assert await fault_code(r) == "USER_ERROR", codings
     r = await rig.soap("2024_2", t.tba(), headers={"Content-Encoding": "gzip"})
     assert await fault_code(r) == "USER_ERROR"
     assert rig.backend.received == []
