@@ -90,7 +90,8 @@ def upstream_request_headers(
     hop_by_hop = _hop_by_hop(incoming)
     for name, value in incoming.items():
         lower = name.lower()
-        if lower in hop_by_hop or lower.startswith(IDENTITY_PREFIX) or lower in (
+        # X_Gateway_User too: CGI, WSGI and PHP backends read both spellings as HTTP_X_GATEWAY_USER.
+        if lower in hop_by_hop or lower.replace("_", "-").startswith(IDENTITY_PREFIX) or lower in (
                 "cookie", "x-request-id", "x-forwarded-for", "x-forwarded-proto"):
             continue
         out.add(name, value)

@@ -35,12 +35,15 @@ def test_upstream_headers_strip_client_identity_and_hop_by_hop() -> None:
     incoming = CIMultiDictProxy(CIMultiDict([
         ("Host", "gw"), ("Content-Type", "text/xml"), ("SOAPAction", '"get"'), ("X-Gateway-Account", "forged"),
         ("Connection", "keep-alive"), ("Transfer-Encoding", "chunked"), ("X-Forwarded-For", "203.0.113.9"),
-        ("Cookie", "JSESSIONID=abc; other=1"), ("x-gateway-user", "forged")]))
+        ("Cookie", "JSESSIONID=abc; other=1"), ("x-gateway-user", "forged"), ("X_Gateway_Role", "forged"),
+        ("x_gateway-account", "forged")]))
     who = Attribution(account="123", integration="i1", auth_method=AuthMethod.TOKEN_BASED, user="u@x", role="3")
     out = upstream_request_headers(incoming, cookie="other=1", request_id="rid", peer="192.0.2.1", scheme="http",
                                    identity=identity_headers(who, "rid", None, 100), content_length=42)
     assert out["X-Gateway-Account"] == "123" and out["X-Gateway-User"] == "u@x"
     assert out.getall("X-Gateway-Account") == ["123"]
+    assert not any(name.replace("_", "-").lower().startswith("x-gateway-") and value == "forged"
+                   for name, value in out.items())  # no spelling a CGI backend would read as ours
     assert "Connection" not in out and "Transfer-Encoding" not in out and "Host" not in out
     assert out["Cookie"] == "other=1" and out["SOAPAction"] == '"get"'
     assert out["X-Forwarded-For"] == "203.0.113.9, 192.0.2.1" and out["Content-Length"] == "42"
