@@ -10,8 +10,10 @@ task per send once a socket timeout is set), where this costs about 5 us; a TBA 
 nonce claim is its only Redis round trip. Everything else (transactions, scripts, pub/sub,
 the admin side) stays on redis-py, and so do TLS connections (`from_url` returns None).
 
-Deadlines are the caller's (`RedisStore._answer_fast`). An answer whose caller gave up is
-still matched to its place in the queue and dropped, so the stream never goes out of step.
+A command may carry a stall deadline (`call(..., stall_timeout=)`): it fails once Redis has
+sent nothing at all for that long, so a busy event loop is never taken for a frozen server. An
+answer whose caller gave up is still matched to its place in the queue and dropped, so the
+stream never goes out of step.
 """
 
 from __future__ import annotations

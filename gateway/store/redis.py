@@ -178,9 +178,8 @@ class RedisStore:
         was too busy to run the timer on time, the answer may have been waiting, unread. Then an
         idempotent read is tried once more, and nothing else is marked suspect (under a burst,
         one late timer used to fail hundreds of healthy requests through the fail-fast window)."""
+        self._raise_if_suspect()
         loop = asyncio.get_running_loop()
-        if loop.time() < self._suspect_until:
-            raise RedisTimeoutError("redis missed a deadline a moment ago")
         for attempt in (1, 2):
             started = loop.time()
             try:
@@ -188,7 +187,7 @@ class RedisStore:
                     return await load()
             except TimeoutError:
                 if loop.time() - started - REQUEST_PATH_DEADLINE < LOOP_LAG_TOLERANCE:
-                    self._suspect_until = loop.time() + SUSPECT_SECONDS
+                    self._mark_suspect()
                     raise RedisTimeoutError(f"redis did not answer within {REQUEST_PATH_DEADLINE} s") from None
                 if not idempotent or attempt == 2:
                     raise RedisTimeoutError(
@@ -196,25 +195,28 @@ class RedisStore:
         raise AssertionError("unreachable")
 
     async def _pipelined_call(self, *args: str | int) -> Any:
-        """A request-path command on the pipelined connection, under the fail-fast rules of
-        `_answer_fast` but judged by the connection's progress, not the clock alone (see
-        `PipelinedConnection.call`); errors become StoreUnavailable."""
+        """A request-path command on the pipelined connection, under `_answer_fast`'s fail-fast
+        window but judged by the connection's progress, not the clock alone (see
+        `PipelinedConnection.call`)."""
         pipelined = self.pipelined
         assert pipelined is not None
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._suspect_until:
-            raise StoreUnavailable("redis: it missed a deadline a moment ago")
-        try:
-            value = await pipelined.call(*args, stall_timeout=REQUEST_PATH_DEADLINE)
-        except RedisTimeoutError as e:
-            self._suspect_until = loop.time() + SUSPECT_SECONDS
-            self._count_error("write")
-            raise StoreUnavailable(f"redis: {e}") from e
-        except (RedisError, OSError) as e:
-            self._count_error("write")
-            raise StoreUnavailable(f"redis: {e}") from e
-        self.cache.touch()
-        return value
+
+        async def load() -> Any:
+            self._raise_if_suspect()
+            try:
+                return await pipelined.call(*args, stall_timeout=REQUEST_PATH_DEADLINE)
+            except RedisTimeoutError:
+                self._mark_suspect()
+                raise
+
+        return await self._read(load, request_path=False)  # the deadline is the stall check
+
+    def _raise_if_suspect(self) -> None:
+        if asyncio.get_running_loop().time() < self._suspect_until:
+            raise RedisTimeoutError("redis missed a deadline a moment ago")
+
+    def _mark_suspect(self) -> None:
+        self._suspect_until = asyncio.get_running_loop().time() + SUSPECT_SECONDS
 
     async def _cached(self, key: tuple[str, ...], load: Callable[[], Awaitable[T]]) -> T:
         errors = self.cache.store_errors
