@@ -125,7 +125,7 @@ class Exchange:
         if self.cookie:
             entry["cookie"] = cap_text(redact_cookie(self.cookie), HEADER_CAP)
         if self.set_cookies:
-            entry["set_cookie"] = [cap_text(logged_set_cookie(value), HEADER_CAP)
+            entry["set_cookie"] = [cap_text(redact_cookie(value, set_cookie=True), HEADER_CAP)
                                    for value in self.set_cookies[:MAX_SET_COOKIES]]
         return entry
 
@@ -138,7 +138,3 @@ def logged_authorization(value: str) -> str:
         return mask_application_ids(redact_authorization(value))
     return f"{scheme[:20]} ***".strip()
 
-
-def logged_set_cookie(value: str) -> str:
-    """The cookie's value masked, its name and attributes kept."""
-    return redact_cookie(value, set_cookie=True)

@@ -22,9 +22,10 @@ from redis.asyncio import Redis
 
 from gateway.backend import soap_response
 from gateway.config import load_settings
+from gateway.core.redaction import redact_cookie
 from gateway.store import keyspace as ks
 from gateway.store.embedded import EmbeddedRedis
-from gateway.web.exchange import HEADER_CAP, Exchange, logged_authorization, logged_set_cookie
+from gateway.web.exchange import HEADER_CAP, Exchange, logged_authorization
 from tests.factories import (
     application_info_xml,
     big_body,
@@ -396,8 +397,8 @@ def test_each_logged_set_cookie_is_capped_after_redaction() -> None:
     assert logged_values[1] == "b=***; Path=/"
     ex.set_cookies = [f"c{i}=v" for i in range(100)]
     assert ex.log_entry()["set_cookie"] == [f"c{i}=***" for i in range(16)]  # the first 16 only
-    assert logged_set_cookie("  JSESSIONID = v ; Path=/") == "  JSESSIONID =***; Path=/"
-    assert logged_set_cookie("a,=secret; Path=/") == "a,=***; Path=/"
+    assert redact_cookie("  JSESSIONID = v ; Path=/", set_cookie=True) == "  JSESSIONID =***; Path=/"
+    assert redact_cookie("a,=secret; Path=/", set_cookie=True) == "a,=***; Path=/"
 
 
 # --------------------------------------------------------------------------- client address
