@@ -216,7 +216,11 @@ class RedisStore:
             raise RedisTimeoutError("redis missed a deadline a moment ago")
 
     def _mark_suspect(self) -> None:
-        self._suspect_until = asyncio.get_running_loop().time() + SUSPECT_SECONDS
+        now = asyncio.get_running_loop().time()
+        if now >= self._suspect_until:  # once per window, not once per failed call in it
+            log.warning("redis missed the %.1f s request-path deadline; request-path calls fail at once "
+                        "for %.1f s (cached records keep serving)", REQUEST_PATH_DEADLINE, SUSPECT_SECONDS)
+        self._suspect_until = now + SUSPECT_SECONDS
 
     async def _cached(self, key: tuple[str, ...], load: Callable[[], Awaitable[T]]) -> T:
         errors = self.cache.store_errors
