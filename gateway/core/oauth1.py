@@ -8,7 +8,7 @@ constant-shape rule (always an HMAC, dummy secrets for unknown keys) are those o
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 from urllib.request import parse_http_list
 
 from oauthlib.oauth1.rfc5849 import signature as rfc5849
@@ -100,6 +100,16 @@ class RestletFacts:
     base_uri: str  # as the client signed it: public_base_url, else scheme + host, plus the path
     query: tuple[tuple[str, str], ...]  # decoded query parameters, in order
     auth: AuthHeader
+    # A form-encoded body's parameters (RFC 5849 3.4.1.3.1), decoded, in order; a JSON or text
+    # body has none: the signature does not cover it.
+    body: tuple[tuple[str, str], ...] = ()
+
+
+def form_parameters(body: bytes) -> tuple[tuple[str, str], ...]:
+    """An `application/x-www-form-urlencoded` body's parameters as RFC 5849 3.4.1.3.1 decodes
+    them (W3C form rules: "+" is a space, UTF-8). Bytes no client could have signed as text
+    decode to U+FFFD, and the signature then fails as it should."""
+    return tuple(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
 def json_error_status(reason: Reason) -> int:
@@ -112,8 +122,8 @@ def oauth_signature(
     token_secret: str,
 ) -> str:
     """RFC 5849 section 3.4: base string over method, base URI and the given parameters plus
-    the query (RESTlet bodies are JSON, so no body parameters)."""
-    normalized = rfc5849.normalize_parameters(params + list(facts.query))
+    the query and a form-encoded body's parameters."""
+    normalized = rfc5849.normalize_parameters(params + list(facts.query) + list(facts.body))
     base = rfc5849.signature_base_string(facts.method.upper(), rfc5849.base_string_uri(facts.base_uri),
                                          normalized)
     signer = _SIGNERS.get(algorithm, rfc5849.sign_hmac_sha256_with_client)

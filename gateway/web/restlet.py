@@ -1,7 +1,9 @@
 """RESTlets (`/app/site/hosting/restlet.nl`) and the Issue Token endpoint (`/rest/issuetoken`).
 
-Bodies are not inspected here (RESTlet bodies are JSON the signature does not cover); they
-stream through. Rejections are JSON errors with 401/403 (SPEC section 3).
+RESTlet bodies are JSON or text the signature does not cover: they stream through, under the
+size and pause limits. A form-encoded body is the exception: RFC 5849 signs its parameters, so
+it is read before the decision (up to `limits.max_head_bytes`; larger is 413). Rejections are
+JSON errors with 401/403 (SPEC section 3).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from gateway.core.oauth1 import (
     RestletFacts,
     decide_issue_token,
     decide_restlet,
+    form_parameters,
     parse_authorization,
     plan_issue_token_lookups,
     plan_restlet_lookups,
@@ -29,6 +32,7 @@ from gateway.core.policy import PolicySettings
 from gateway.core.reasons import Reason
 from gateway.core.records import InstalledVia
 from gateway.errors import StoreUnavailable
+from gateway.web.body import BodyAborted, answer_ended_body, read_chunk
 from gateway.web.context import ProxyContext
 from gateway.web.exchange import Exchange
 from gateway.web.forward import client_response_headers, identity_headers, upstream_request_headers
@@ -40,12 +44,14 @@ log = logging.getLogger("gateway.proxy")
 Decider = Callable[[RestletFacts, Lookups, float, PolicySettings], Decision]
 Planner = Callable[[RestletFacts], LookupPlan]
 _ISSUE_TOKEN_RESPONSE_CAP = 1 << 20
+FORM_ENCODED = "application/x-www-form-urlencoded"
 
 
 class RestletProxy:
     operation = "restlet"
     plan: Planner = staticmethod(plan_restlet_lookups)
     decide: Decider = staticmethod(decide_restlet)
+    signs_form_body = True  # RFC 5849's base string holds a form-encoded body's parameters
 
     def __init__(self, ctx: ProxyContext) -> None:
         self.ctx = ctx
@@ -76,8 +82,15 @@ class RestletProxy:
             auth = parse_authorization(authorization)
         except ValueError as e:
             return ctx.json_error_response(ex, Reason.CREDENTIALS_REQUIRED, sub_reason=str(e)[:80])
+        form: bytes | None = None
+        if type(self).signs_form_body and request.body_exists and request.content_type == FORM_ENCODED:
+            try:
+                form = await self._read_form(request, ex)
+            except BodyAborted as e:
+                return await self._aborted(request, ex, e)
         facts = RestletFacts(method=request.method, base_uri=self._base_uri(request),
-                             query=tuple(request.query.items()), auth=auth)
+                             query=tuple(request.query.items()), auth=auth,
+                             body=form_parameters(form) if form else ())
         policy = ctx.policy
         decide = type(self).decide
         async with ctx.lanes:
@@ -87,7 +100,25 @@ class RestletProxy:
         ex.who = decision.who
         if isinstance(decision, Reject):
             return ctx.json_error_response(ex, decision.reason, sub_reason=decision.sub_reason)
-        return await self._forward(request, ex, decision)
+        return await self._forward(request, ex, decision, form)
+
+    async def _read_form(self, request: web.Request, ex: Exchange) -> bytes:
+        """The whole form-encoded body, which the decision needs (its parameters are signed)."""
+        limits = self.ctx.settings.limits
+        cap = min(limits.max_head_bytes, limits.max_body_bytes)
+        collected = bytearray()
+        while chunk := await read_chunk(request, limits.body_read_timeout_seconds):
+            ex.request_bytes += len(chunk)
+            if ex.request_bytes > cap:
+                raise BodyAborted(Reason.REQUEST_TOO_LARGE, "form_body_too_large")
+            ex.request_doc.add(chunk)
+            collected += chunk
+        return bytes(collected)
+
+    async def _aborted(self, request: web.Request, ex: Exchange, e: BodyAborted) -> web.StreamResponse:
+        if e.reason is None:  # stalled (408), broken framing (400), or gone
+            return await answer_ended_body(request, ex, e.detail)
+        return _too_large(self.ctx, ex)
 
     def _base_uri(self, request: web.Request) -> str:
         """The URI the client signed: `public_base_url` when a load balancer sits in front."""
@@ -96,7 +127,8 @@ class RestletProxy:
             return base.rstrip("/") + request.path
         return f"{request.scheme}://{request.host}{request.path}"
 
-    async def _forward(self, request: web.Request, ex: Exchange, decision: Forward) -> web.StreamResponse:
+    async def _forward(self, request: web.Request, ex: Exchange, decision: Forward,
+                       form: bytes | None) -> web.StreamResponse:
         ctx = self.ctx
         headers = upstream_request_headers(
             # Never attributed by a session, so never its JSESSIONID (SPEC 2); several Cookie
@@ -107,8 +139,12 @@ class RestletProxy:
             identity=identity_headers(decision.who, ex.request_id, ctx.settings.upstream_identity_key,
                                       int(time.time())))
         headers["Authorization"] = request.headers["Authorization"]
-        too_large: list[bool] = []
-        data = self._body(request, ex, too_large) if request.body_exists else None
+        aborted: list[BodyAborted] = []
+        data: bytes | AsyncIterator[bytes] | None = None
+        if form is not None:
+            data = form
+        elif request.body_exists:
+            data = self._body(request, ex, aborted)
         started = time.monotonic()
         try:
             async with ctx.session.request(request.method, ctx.settings.upstream + request.path_qs, data=data,
@@ -118,19 +154,22 @@ class RestletProxy:
                 ex.upstream_status = upstream.status
                 return await self._answer(request, ex, decision, upstream)
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            if too_large:  # the client's fault, not the backend's: the upstream request is aborted
-                return _too_large(ctx, ex)
+            if aborted:  # the client's fault, not the backend's: the upstream request was aborted
+                return await self._aborted(request, ex, aborted[0])
             return upstream_failed(ctx, ex, e, None, json_errors=True)
 
-    async def _body(self, request: web.Request, ex: Exchange, too_large: list[bool]) -> AsyncIterator[bytes]:
-        max_bytes = self.ctx.settings.limits.max_body_bytes
-        async for chunk in request.content.iter_any():
-            ex.request_bytes += len(chunk)
-            if ex.request_bytes > max_bytes:  # a chunked body past the limit
-                too_large.append(True)
-                raise aiohttp.ClientPayloadError("request body over limits.max_body_bytes")
-            ex.request_doc.add(chunk)
-            yield chunk
+    async def _body(self, request: web.Request, ex: Exchange, aborted: list[BodyAborted]) -> AsyncIterator[bytes]:
+        limits = self.ctx.settings.limits
+        try:
+            while chunk := await read_chunk(request, limits.body_read_timeout_seconds):
+                ex.request_bytes += len(chunk)
+                if ex.request_bytes > limits.max_body_bytes:  # a chunked body past the limit
+                    raise BodyAborted(Reason.REQUEST_TOO_LARGE, "body_too_large")
+                ex.request_doc.add(chunk)
+                yield chunk
+        except BodyAborted as e:
+            aborted.append(e)
+            raise aiohttp.ClientPayloadError(f"request body aborted: {e.detail}") from None
 
     async def _answer(self, request: web.Request, ex: Exchange, decision: Forward,
                       upstream: aiohttp.ClientResponse) -> web.StreamResponse:
@@ -142,6 +181,7 @@ class IssueTokenProxy(RestletProxy):
     verify it, and the record is installed if the account had none (SPEC section 3)."""
 
     operation = "issuetoken"
+    signs_form_body = False  # SPEC 3: its base string holds the oauth_* and query parameters only
     plan: Planner = staticmethod(plan_issue_token_lookups)
     decide: Decider = staticmethod(decide_issue_token)
 

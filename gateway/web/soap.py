@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.core.cookies import parse_cookies, strip_jsessionid
 from gateway.core.decision import Forward, Reject
@@ -23,6 +22,7 @@ from gateway.core.reasons import Reason
 from gateway.core.records import InstalledVia, SessionView, State
 from gateway.core.versions import NotAnEndpoint, Version, version_from_path
 from gateway.errors import StoreUnavailable
+from gateway.web.body import CLIENT_GONE, BodyAborted, answer_ended_body, ended, read_chunk
 from gateway.web.context import ProxyContext
 from gateway.web.exchange import Exchange
 from gateway.web.forward import client_response_headers, identity_headers, upstream_request_headers
@@ -38,22 +38,6 @@ _NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # RFC 9110 field val
 _LOGIN_RESPONSE_CAP = 1 << 20
 
 
-# How a body can end without a SOAP answer (`BodyAborted.reason` None): the client stalled
-# (408), broke the HTTP framing mid-body (400: aiohttp's parser gave up), or went away.
-BODY_TIMEOUT = "body_read_timeout"
-BAD_FRAMING = "bad_framing"
-CLIENT_GONE = "client_disconnected"
-
-
-class BodyAborted(Exception):
-    """The client's body turned out bad after forwarding began: abort the upstream request."""
-
-    def __init__(self, reason: Reason | None, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason  # None: an HTTP-level end, `detail` is one of the three above
-        self.detail = detail
-
-
 @dataclass
 class BodyReader:
     """Reads the client body chunk by chunk under the size and pause limits, feeding the
@@ -66,19 +50,7 @@ class BodyReader:
     pause_timeout: float
 
     async def next_chunk(self) -> bytes:
-        content = self.request.content
-        try:
-            # What has arrived already needs no timer (most bodies arrive with their headers).
-            chunk = content.read_nowait() if not content.at_eof() else b""
-            if not chunk and not content.at_eof():
-                async with asyncio.timeout(self.pause_timeout):  # no task per chunk, unlike wait_for
-                    chunk = await content.readany()
-        except TimeoutError:
-            raise BodyAborted(None, BODY_TIMEOUT) from None
-        except HttpProcessingError:  # a bad chunk size, a short body: nothing more can be trusted
-            raise BodyAborted(None, BAD_FRAMING) from None
-        except (ConnectionError, aiohttp.ClientConnectionError):
-            raise BodyAborted(None, CLIENT_GONE) from None
+        chunk = await read_chunk(self.request, self.pause_timeout)
         if not chunk:
             self.inspector.close()
             return b""
@@ -109,7 +81,7 @@ class SoapProxy:
             # The client went away (aiohttp cancels the handler) or the listener shut down:
             # the upstream request, if any, is aborted with the task.
             if ex.reason is None:
-                _ended(ex, CLIENT_GONE)
+                ended(ex, CLIENT_GONE)
             raise
         finally:
             ctx.metrics.inflight.dec()
@@ -314,7 +286,7 @@ class SoapProxy:
     async def _aborted(self, request: web.Request, ex: Exchange, e: BodyAborted,
                        version: Version | None) -> web.StreamResponse:
         if e.reason is None:
-            return await _send_and_close(request, _http_end(ex, e.detail))
+            return await answer_ended_body(request, ex, e.detail)
         if e.reason is Reason.REQUEST_TOO_LARGE:
             return self._too_large(ex, version)
         return self.ctx.fault_response(ex, e.reason, version, sub_reason=e.detail)
@@ -323,39 +295,6 @@ class SoapProxy:
         response = self.ctx.fault_response(ex, Reason.REQUEST_TOO_LARGE, version)
         response.force_close()  # the rest of the body is not worth reading
         return response
-
-
-_END_STATUS = {BODY_TIMEOUT: 408, BAD_FRAMING: 400, CLIENT_GONE: 499}
-
-
-def _ended(ex: Exchange, detail: str) -> None:
-    """Log fields of a body that ended without a SOAP answer. 499 (nginx's "client closed
-    request") is only ever logged: nobody is left to receive it."""
-    ex.outcome, ex.reason, ex.sub_reason, ex.http_status = "error", detail, None, _END_STATUS[detail]
-    if detail == BAD_FRAMING:
-        ex.outcome, ex.reason, ex.sub_reason = "rejected", Reason.MALFORMED_REQUEST.value, detail
-
-
-def _http_end(ex: Exchange, detail: str) -> web.Response:
-    """408 for a stalled body, 400 for broken framing: no body, and the connection closes
-    (what is left of the request cannot be told from the next one)."""
-    _ended(ex, detail)
-    status = 400 if detail == CLIENT_GONE else ex.http_status
-    response = web.Response(status=status, headers={"X-Request-Id": ex.request_id})
-    response.force_close()
-    return response
-
-
-async def _send_and_close(request: web.Request, response: web.Response) -> web.Response:
-    """Answer now, then close at once: aiohttp would otherwise linger up to 10 s reading a body
-    that has stalled or cannot be framed (SPEC 2: 408, then the connection closes)."""
-    try:
-        await response.prepare(request)
-        await response.write_eof()
-    except ConnectionError:
-        pass  # the client is gone already
-    request.protocol.force_close()
-    return response
 
 
 def _framing_problem(request: web.Request) -> str | None:

@@ -5,6 +5,7 @@ can verify it, and a record owned elsewhere is installed on the way."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 import time
@@ -359,3 +360,15 @@ async def test_issue_token_is_post_only(make_rig: MakeRig, method: str) -> None:
     assert resp.status == 405 and resp.headers["Allow"] == "POST"
     assert resp.headers["X-Request-Id"] == f"it-{method}"
     assert len(rig.backend.received) == before
+
+
+async def test_a_form_body_is_not_signed_for_issue_token(make_rig: MakeRig) -> None:
+    """SPEC 3: Issue Token's base string holds the oauth_* and query parameters only, whatever
+    the body (RESTlets sign a form body's parameters; Issue Token does not)."""
+    rig = await make_rig()
+    t = await owner_with_endpoint(rig)
+    resp = await rig.client.post(PATH, data=b"extra=1&more=2", headers={
+        "Authorization": issue_token_header(rig, t.integration, t.account),
+        "Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status == 200, await resp.text()
+    assert rig.backend.received[-1].body_sha256 == hashlib.sha256(b"extra=1&more=2").hexdigest()
