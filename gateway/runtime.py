@@ -264,7 +264,8 @@ async def _start_listeners(settings: Settings, ctx: ProxyContext, store: RedisSt
         setup_admin(admin_app, store, settings, bootstrap_token=os.environ.get("GATEWAY_ADMIN_TOKEN"))
         # Loopback by default, but the same slowloris and idle bounds as the proxy listener.
         admin_runner = GuardedAppRunner(admin_app, header_timeout=settings.limits.header_read_timeout_seconds,
-                                        access_log=None, shutdown_timeout=5, keepalive_timeout=KEEPALIVE_SECONDS)
+                                        json_errors=True, access_log=None, shutdown_timeout=5,
+                                        keepalive_timeout=KEEPALIVE_SECONDS)
         await admin_runner.setup()
         await web.SockSite(admin_runner, _bind(settings.admin_listen.host, settings.admin_listen.port,
                                                reuse_port=False), backlog=LISTEN_BACKLOG).start()

@@ -4,6 +4,7 @@ workers. These start the real command, the way operators and the contract suite 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -291,3 +292,45 @@ async def test_a_dead_worker_stops_the_gateway(tmp_path: Path, upstream: TestSer
     assert await loop.run_in_executor(None, gw.proc.wait, 30) != 0
     assert _workers_of(gw.proc.pid) == []
     assert "worker exited, stopping the others" in gw.log_path.read_text()
+
+
+async def _raw(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+async def test_a_refused_head_keeps_its_secrets_out_of_the_log_and_admin_errors_are_json(
+        tmp_path: Path, upstream: TestServer, served: list[Served]) -> None:
+    """aiohttp's parser errors quote the line they refused: a token, a cookie or an NLAuth
+    password must not reach the process log with them (SPEC 1, 6). The admin listener answers
+    them, and a stalled head, in its JSON error shape (SPEC 5)."""
+    gw = Served(tmp_path, str(upstream.make_url("")).rstrip("/"),
+                env={"GATEWAY_LIMITS__HEADER_READ_TIMEOUT_SECONDS": "0.5"})
+    served.append(gw)
+    def head(target: bytes, line: bytes) -> bytes:
+        return target + b" HTTP/1.1\r\nHost: x\r\n" + line + b"\r\n\r\n"
+
+    heads = [
+        (gw.admin_port, head(b"GET /admin/v1/accounts/1234567", b"Authorization : Bearer SECRET-one")),
+        (gw.admin_port, head(b"GET /admin/v1/accounts", b"Authorization: Bearer SECRET-two\x01")),
+        (gw.proxy_port, head(b"POST /services/NetSuitePort_2019_2", b"Cookie: JSESSIONID=SECRET-three\x7f")),
+        (gw.proxy_port, head(b"POST /rest/issuetoken",
+                             b"Authorization: NLAuth nlauth_signature=SECRET-four, p=" + b"x" * 9000)),
+    ]
+    for port, raw in heads:
+        answer = await _raw(port, raw)
+        assert answer[:12] in (b"HTTP/1.0 400", b"HTTP/1.1 400"), answer[:80]
+        if port == gw.admin_port:
+            assert b"Content-Type: application/json" in answer
+            assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "INVALID_REQUEST"
+    answer = await _raw(gw.admin_port, b"GET /admin/v1/accounts HTTP/1.1\r\nHost: x\r\n")  # stalls
+    assert answer.startswith(b"HTTP/1.1 408") and json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+    assert gw.stop() == 0
+    log = gw.log_path.read_bytes()
+    assert log.count(b"malformed HTTP request refused") == len(heads)
+    assert b"SECRET" not in log, log.decode(errors="replace")

@@ -18,6 +18,7 @@ middle of a body is handed to the request being read, which aiohttp's C parser d
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import uuid
@@ -48,8 +49,25 @@ def raw_request_id(data: bytes) -> str | None:
     return found[0].decode() if len(found) == 1 else None
 
 
+def safe_error_text(exc: BaseException) -> str:
+    """What a parser error says, without the bytes it quotes: aiohttp's messages carry the
+    offending line (an `Authorization: Bearer` token, a `Cookie`, an NLAuth password), and
+    the process log must never hold those (SPEC 1 and 6)."""
+    text = str(getattr(exc, "message", "") or exc).split("\n", 1)[0]
+    cut = min((i for i in (text.find(":"), text.find("'"), text.find('"')) if i >= 0), default=len(text))
+    return f"{type(exc).__name__}: {text[:cut].strip()[:80]}"
+
+
+def json_error_body(status: int) -> bytes:
+    """The admin API's error shape (SPEC 5) for an answer aiohttp's parser or the header
+    timer gives before any handler runs."""
+    code = "INVALID_REQUEST" if status == 400 else HTTPStatus(status).name
+    return json.dumps({"error": {"code": code, "message": HTTPStatus(status).phrase}}).encode()
+
+
 class GuardedRequestHandler(RequestHandler):
     header_timeout: float = 10.0
+    json_errors = False  # the admin listener answers in its JSON error shape
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -96,10 +114,13 @@ class GuardedRequestHandler(RequestHandler):
         else:
             rid, self._gw_refused_request_id = self._gw_refused_request_id or rid, None
             log.info("malformed HTTP request refused", extra={
-                "request_id": rid, "peer": request.remote, "status": status, "error": str(exc)[:200]})
+                "request_id": rid, "peer": request.remote, "status": status, "error": safe_error_text(exc)})
             if request.writer.output_size > 0:  # as aiohttp: an answer is under way, cut it
                 raise ConnectionError("response already started")
-            response = web.Response(status=status, text=f"{HTTPStatus(status).phrase}\n")
+            if self.json_errors:
+                response = web.Response(status=status, body=json_error_body(status), content_type="application/json")
+            else:
+                response = web.Response(status=status, text=f"{HTTPStatus(status).phrase}\n")
             response.force_close()
         response.headers["X-Request-Id"] = rid
         return response
@@ -129,32 +150,38 @@ class GuardedRequestHandler(RequestHandler):
             return
         if self._gw_bytes_since_arm:
             rid = uuid.uuid4().hex
+            body = json_error_body(408) if self.json_errors else b""
+            kind = b"Content-Type: application/json\r\n" if body else b""
             transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n"
-                + f"X-Request-Id: {rid}\r\n\r\n".encode())
+                b"HTTP/1.1 408 Request Timeout\r\n" + kind + b"Content-Length: %d\r\n" % len(body)
+                + f"Connection: close\r\nX-Request-Id: {rid}\r\n\r\n".encode() + body)
         self.force_close()
         transport.close()
 
 
 class GuardedServer(Server):
-    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, header_timeout: float, json_errors: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
+        self._json_errors = json_errors
 
     def __call__(self) -> RequestHandler:
         handler = GuardedRequestHandler(self, loop=self._loop, **self._kwargs)
         handler.header_timeout = self._header_timeout
+        handler.json_errors = self._json_errors
         return handler
 
 
 class GuardedAppRunner(web.AppRunner):
-    def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, app: web.Application, *, header_timeout: float, json_errors: bool = False,
+                 **kwargs: Any) -> None:
         # Bodies as they came: aiohttp would inflate a gzip body while parsing (a broken one was
         # an ERROR traceback on every listener, a good RESTlet one went upstream inflated but
         # still labelled gzip). SOAP refuses content codings itself; RESTlets pass them on.
         kwargs.setdefault("auto_decompress", False)
         super().__init__(app, **kwargs)
         self._header_timeout = header_timeout
+        self._json_errors = json_errors
 
     async def _make_server(self) -> Server:
         loop = asyncio.get_running_loop()
@@ -176,7 +203,7 @@ class GuardedAppRunner(web.AppRunner):
             return app._make_request(message, *args)
 
         return GuardedServer(app._handle, request_factory=make_request, loop=loop,
-                             header_timeout=self._header_timeout, **self._kwargs)
+                             header_timeout=self._header_timeout, json_errors=self._json_errors, **self._kwargs)
 
 
 @web.middleware
