@@ -397,7 +397,7 @@ def create_admin_app(
     r = app.router
     r.add_get("/openapi.json", openapi)
     r.add_put(A, g(Perm.ADMIN, api.put_account, must_exist=False))
-    r.add_get(A, g(Perm.VIEW, api.get_account))
+    r.add_get(A, g(Perm.ADMIN, api.get_account))  # the account's preferences: administrator (SPEC 5)
     r.add_put(A + "/default-integration", g(Perm.ADMIN, api.put_default))
     r.add_post(A + "/integrations", g(Perm.EDIT, api.create_integration))
     r.add_get(A + "/integrations", g(Perm.LIST, api.list_integrations))

@@ -464,6 +464,7 @@ async def test_role_permissions(api: Api) -> None:
         ("GET", "/usage-log", None),
         ("GET", "/admin-tokens", None),
         ("POST", "/admin-tokens", {"role": "administrator"}),
+        ("GET", "", None),  # the account's preferences are the administrator's (SPEC 5)
         ("PUT", "", {"require_approval": True}),
         ("PUT", "/default-integration", {"state": "blocked"}),
     ]:
