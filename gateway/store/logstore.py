@@ -176,6 +176,12 @@ def _calls(lines: list[_Line]) -> Iterator[tuple[int, int, int]]:
             start, size = end, 0
 
 
+def execution_log_of(account: str, integration_id: str) -> str | None:
+    """The execution log an entry also goes to: its record's in its account (none for the
+    Default record or an unattributed request)."""
+    return ks.execution_log(account, integration_id) if account and integration_id not in NOT_RECORDS else None
+
+
 class LogStore:
     def __init__(
         self, client: Client, settings: LogSettings, *, clock: Callable[[], float] = time.time
@@ -231,7 +237,7 @@ class LogStore:
             line = _Line(
                 ks.request_index(str(entry.get("request_id") or "-")),
                 json.dumps(entry, separators=(",", ":"), default=str),
-                ks.execution_log(acct, iid) if acct and iid not in NOT_RECORDS else None,
+                execution_log_of(acct, iid),
             )
             earlier = newest.get(line.rid_key)
             if earlier is not None:
@@ -262,10 +268,14 @@ class LogStore:
 
     async def query(self, key: str, q: LogQuery) -> tuple[list[dict[str, Any]], str | None]:
         if q.request_id is not None:
+            # The index points into the usage log; an execution log holds the same entry.
             found = await self.find(q.request_id)
-            if found is None or found[0] != key or not matches(found[1], q):
+            if found is None or not matches(found[1], q):
                 return [], None
-            return [found[1]], None
+            stream, entry = found
+            execution = execution_log_of(normalize_account(str(entry.get("account") or "")),
+                                         str(entry.get("integration_id") or ""))
+            return ([entry], None) if key in (stream, execution) else ([], None)
         if q.cursor is not None and q.cursor.replace("0", "") == "-":
             return [], None  # nothing comes before 0-0 (Redis refuses the interval)
         upper = f"({q.cursor}" if q.cursor else "+"

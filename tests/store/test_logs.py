@@ -46,6 +46,13 @@ async def test_streams_per_account_integration_and_global(redis_url: str) -> Non
     found = await store.logs.find(f"r4-{acct}")
     assert found is not None and found[0] == ks.GLOBAL_LOG
     assert await store.client.ttl(ks.usage_log(acct)) > 20 * 86400
+    # ?request_id= on an execution log finds its entries, and only its own.
+    other = "fedcba9876543210fedcba9876543210"
+    for key, rid, expected in [(ks.execution_log(acct, iid), "r1", ["r1"]), (ks.execution_log(acct, iid), "r2", []),
+                               (ks.execution_log(acct, other), "r1", []), (ks.usage_log(acct), "r1", ["r1"]),
+                               (ks.usage_log(new_account()), "r1", [])]:
+        hits, _ = await store.logs.query(key, LogQuery(request_id=rid))
+        assert [e["request_id"] for e in hits] == expected, (key, rid)
     await store.close()
 
 
