@@ -16,8 +16,10 @@ seed:
       consumer_key: ...           # optional, likewise (64 hex)
       consumer_secret: ...        # optional; re-applied each start when given
 ```
-A record is matched by (account, name); re-applying sets its state, note and the other given
-fields (a security team can keep its block list in git). Changes are recorded with actor
+A record is matched by its pinned application ID or consumer key, else by (account, name);
+re-applying sets its state, note and the other given fields, its name included (a security
+team can keep its block list in git). An entry whose pinned ID was issued before to a record
+that is gone or another account's is skipped with a warning (IDs are never reused). Changes are recorded with actor
 `system:seed`, and only real changes are recorded, so a restart adds no change entries.
 
 `parse_seed` is pure and runs when the settings are loaded, so `check-config` refuses exactly
@@ -85,12 +87,28 @@ def parse_seed(raw: Any) -> Seed:
     unknown = sorted(str(k) for k in raw if k not in ("accounts", "integrations"))
     if unknown:
         raise ConfigError(f"unknown key 'seed.{unknown[0]}' (expected accounts, integrations)")
+    integrations = tuple(_parse_integration(item, f"seed.integrations[{i}]")
+                         for i, item in enumerate(_items(raw, "integrations")))
+    _refuse_duplicates(integrations)
     return Seed(
         accounts=tuple(_parse_account(item, f"seed.accounts[{i}]")
                        for i, item in enumerate(_items(raw, "accounts"))),
-        integrations=tuple(_parse_integration(item, f"seed.integrations[{i}]")
-                           for i, item in enumerate(_items(raw, "integrations"))),
+        integrations=integrations,
     )
+
+
+def _refuse_duplicates(integrations: tuple[SeedIntegration, ...]) -> None:
+    """Two entries that would mean one record, or one ID issued twice: no store can apply
+    that, so the file is refused as it is read."""
+    seen: dict[tuple[str, str], int] = {}
+    for i, item in enumerate(integrations):
+        for key in (("name", f"{item.account}/{item.name}"), ("application_id", item.application_id or ""),
+                    ("consumer_key", item.consumer_key or "")):
+            if not key[1]:
+                continue
+            if key in seen:
+                raise ConfigError(f"seed.integrations[{i}].{key[0]} repeats seed.integrations[{seen[key]}]'s")
+            seen[key] = i
 
 
 def _items(seed: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
@@ -194,16 +212,26 @@ async def _apply_account(store: RedisStore, item: SeedAccount) -> None:
 async def _apply_integration(store: RedisStore, item: SeedIntegration) -> None:
     if await store.registry.account_data(item.account) is None:
         await store.registry.put_account(item.account, None)
-    existing = await store.registry.find_owned_by_name(item.account, item.name)
+    existing = await store.registry.find_seeded(item.account, item.name, application_id=item.application_id,
+                                                consumer_key=item.consumer_key)
     if existing is None:
-        await store.registry.create_integration(
-            item.account,
-            item.fields,
-            ACTOR,
-            application_id=item.application_id,
-            consumer_key=item.consumer_key,
-            consumer_secret=item.consumer_secret,
-        )
+        try:
+            await store.registry.create_integration(
+                item.account,
+                item.fields,
+                ACTOR,
+                application_id=item.application_id,
+                consumer_key=item.consumer_key,
+                consumer_secret=item.consumer_secret,
+            )
+        except RegistryError as e:
+            if e.code != "CONFLICT":
+                raise
+            # A pinned ID issued before to a record that is gone (removed through the admin
+            # API) or another account's: it is never reused, and requests carrying it are
+            # refused as unknown. Not a reason to keep the gateway from starting.
+            log.warning("seed: integration %r in %s skipped: %s", item.name, item.account, e.message)
+            return
         log.info("seed: created integration %r in %s", item.name, item.account)
         return
     await store.registry.update_integration(item.account, existing, item.fields, ACTOR)

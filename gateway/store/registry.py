@@ -210,6 +210,11 @@ class Registry:
         """Create a record owned by `acct`; the answer holds the consumer secret (shown once)."""
         data = validate_fields(fields, creating=True)
         await self.require_account(acct)
+        # Both wanted values checked before either is reserved: a taken consumer key would
+        # otherwise burn a wanted application ID for good.
+        for index_set, wanted in ((ks.ISSUED_APP_IDS, application_id), (ks.ISSUED_CONSUMER_KEYS, consumer_key)):
+            if wanted is not None and await self.r.sismember(index_set, wanted):
+                raise RegistryError("CONFLICT", f"{wanted[:4]}... was already issued and is never reused")
         iid = new_id()
         app_id = await self._reserve(ks.ISSUED_APP_IDS, lambda: secrets.token_hex(16).upper(), application_id)
         ckey = await self._reserve(ks.ISSUED_CONSUMER_KEYS, lambda: secrets.token_hex(32), consumer_key)
@@ -446,7 +451,17 @@ class Registry:
 
     # ------------------------------------------------------------------ seeding
 
-    async def find_owned_by_name(self, acct: str, name: str) -> str | None:
+    async def find_seeded(self, acct: str, name: str, *, application_id: str | None = None,
+                          consumer_key: str | None = None) -> str | None:
+        """The record `acct` owns that a seed entry means: the one holding its pinned
+        application ID or consumer key (a rename through the admin API keeps it), else the
+        one of that name."""
+        for index, value in ((ks.APP_ID_INDEX, application_id), (ks.CONSUMER_KEY_INDEX, consumer_key)):
+            iid = await self.r.hget(index, value) if value else None
+            if iid:
+                record = await self.record(str(iid))
+                if record is not None and record.get("owner") == acct:
+                    return str(iid)
         for item in await self.list_integrations(acct):
             if item["owner_account"] == acct and item["name"] == name:
                 return str(item["id"])

@@ -82,13 +82,50 @@ def test_bad_seed_is_refused_without_redis(seed: object, named: str) -> None:
     assert named in str(raised.value)
 
 
-async def test_what_only_redis_can_refuse_is_still_a_config_error(redis_url: str) -> None:
+async def test_a_pinned_id_names_the_record_through_renames_and_removals(
+        redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by the black-box admin audit: seed entries were matched by name only, so a seeded
+    record renamed (or removed) through the admin API made the next start try to create it
+    again with its pinned ID, which is never reused: the gateway refused to start."""
     store = await store_on(redis_url)
-    acct = new_account()
-    key = secrets.token_hex(32)
-    await apply_seed(store, parse_seed({"integrations": [{"account": acct, "name": "first", "consumer_key": key}]}))
-    # a consumer key is never issued twice, and only Redis knows which were
-    again = parse_seed({"integrations": [{"account": acct, "name": "second", "consumer_key": key}]})
-    with pytest.raises(ConfigError, match="^seed: .*never reused"):
-        await apply_seed(store, again)
+    acct, other = new_account(), new_account()
+    key, app_id = secrets.token_hex(32), secrets.token_hex(16).upper()
+    entry = {"account": acct, "name": "partner", "state": "blocked", "consumer_key": key, "application_id": app_id}
+    await apply_seed(store, parse_seed({"integrations": [entry]}))
+    (record,) = await store.registry.list_integrations(acct)
+    await store.registry.update_integration(acct, record["id"], {"name": "partner (prod)", "state": "enabled"},
+                                            "admin-token")
+    await apply_seed(store, parse_seed({"integrations": [entry]}))  # matched by its pinned IDs
+    (again,) = await store.registry.list_integrations(acct)
+    assert (again["id"], again["name"], again["state"]) == (record["id"], "partner", "blocked")
+
+    # Another account pinning the same key: nothing is created, and the start goes on.
+    await apply_seed(store, parse_seed({"integrations": [entry | {"account": other}]}))
+    assert await store.registry.list_integrations(other) == []
+    # A seeded record removed through the admin API: its IDs stay retired, the entry is skipped.
+    await store.registry.remove_integration(acct, record["id"])
+    await apply_seed(store, parse_seed({"integrations": [entry]}))
+    assert await store.registry.list_integrations(acct) == []
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(skipped) == 2 and all("never reused" in m for m in skipped)
+    # A wanted key that is taken does not burn the wanted application ID with it.
+    fresh_app_id = secrets.token_hex(16).upper()
+    await apply_seed(store, parse_seed({"integrations": [
+        {"account": other, "name": "x", "consumer_key": key, "application_id": fresh_app_id}]}))
+    created = await store.registry.create_integration(other, {"name": "y"}, "t", application_id=fresh_app_id)
+    assert created["application_id"] == fresh_app_id
     await store.close()
+
+
+def test_entries_that_would_mean_one_record_are_refused_as_the_file_is_read() -> None:
+    pinned = "0123456789ABCDEF0123456789ABCDEF"
+    for first, second, field in [
+        ({"name": "a", "application_id": pinned}, {"name": "b", "application_id": pinned.lower()}, "application_id"),
+        ({"name": "a", "consumer_key": "ab" * 32}, {"name": "b", "consumer_key": "AB" * 32}, "consumer_key"),
+        ({"name": "a"}, {"name": "a"}, "name"),
+    ]:
+        seed = {"integrations": [{"account": "1234567"} | first, {"account": "1234567"} | second]}
+        with pytest.raises(ConfigError, match=rf"seed.integrations\[1\].{field} repeats seed.integrations\[0\]"):
+            parse_seed(seed)
+    # the same name in two accounts is two records
+    parse_seed({"integrations": [{"account": "1234567", "name": "a"}, {"account": "7654321", "name": "a"}]})
