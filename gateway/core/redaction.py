@@ -8,6 +8,7 @@ a surviving secret byte is not.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Final
 
@@ -20,56 +21,64 @@ SECRET_ELEMENTS: Final = (
 SECRET_JSON_KEYS: Final = (*SECRET_ELEMENTS, "token_secret", "consumer_secret")
 
 _NAMES: Final = "|".join(sorted(SECRET_ELEMENTS, key=len, reverse=True))
+# Any prefix: XML names start with letters of any script ("é:password"), so anything up to a
+# colon that cannot end a tag counts (over-redaction is acceptable).
+_PREFIX: Final = r"(?:[^\s<>/=:\"'!?]+:)?"
 # A secret element's open or close tag, any prefix; names matched case-insensitively (safer).
-_SECRET_NAME_RE: Final = re.compile(
-    rf"<(/?)(?:[A-Za-z_][\w.\-]*:)?(?:{_NAMES})(?=[\s/>]|\Z)", re.IGNORECASE
-)
-_SECRET_TAG_RE: Final = re.compile(  # the whole tag; attribute values cannot hold "<" in XML
-    rf"<(/?)(?:[A-Za-z_][\w.\-]*:)?(?:{_NAMES})(?=[\s/>]|\Z)((?:\"[^\"<]*\"|'[^'<]*'|[^<>\"'])*)(>|\Z)",
-    re.IGNORECASE,
-)
+_SECRET_NAME_RE: Final = re.compile(rf"<(/?){_PREFIX}(?:{_NAMES})(?=[\s/>]|\Z)", re.IGNORECASE)
+
+
+def _tag_re(names: str) -> re.Pattern[str]:
+    """An element's whole open or close tag; attribute values cannot hold "<" in XML."""
+    return re.compile(
+        rf"<(/?){_PREFIX}(?:{names})(?=[\s/>]|\Z)((?:\"[^\"<]*\"|'[^'<]*'|[^<>\"'])*)(>|\Z)", re.IGNORECASE)
+
+
+_SECRET_TAG_RE: Final = _tag_re(_NAMES)
+_APPLICATION_ID_TAG_RE: Final = _tag_re("applicationId")
 # Every secret element name, lower-cased, contains one of these: an ASCII document without any
 # of them has no secret element, and skips the tag scan (most answers). Not for other text:
 # case-insensitive matching folds "ſ" into "s" and "ı" into "i", which lower() does not.
 _SECRET_NEEDLES: Final = ("password", "signature", "authenticationtoken", "tokensecret", "consumersecret")
-_CDATA_OPEN: Final = "<![CDATA["
-_CDATA_CLOSE: Final = "]]>"
+# Markup inside an element's content whose text is no tag: a close tag in a CDATA section, a
+# comment or a processing instruction ends nothing ("<p>x<!--</p>-->secret</p>" is one element).
+_OPAQUE: Final = (("<![CDATA[", "]]>"), ("<!--", "-->"), ("<?", "?>"))
+_OPAQUE_RE: Final = re.compile(r"<!\[CDATA\[|<!--|<\?")
 
-_JSON_KEY_RE: Final = re.compile(
-    r"\"(?:" + "|".join(re.escape(k) for k in SECRET_JSON_KEYS) + r")\"\s*:\s*", re.IGNORECASE
-)
+_SECRET_JSON_NAMES: Final = frozenset(k.lower() for k in SECRET_JSON_KEYS)
+_JSON_COLON_RE: Final = re.compile(r"\s*:\s*")
 _JSON_STRING_RE: Final = re.compile(r"\"(?:[^\"\\]|\\.)*(?:\"|\\?\Z)", re.DOTALL)
 _JSON_SCALAR_RE: Final = re.compile(r"[^,}\]\s]*")
 
+# An unquoted value runs to the next ", name=" or the end: a password may hold spaces and
+# commas ("correct horse, battery"), and what follows them is still the secret.
 _AUTH_PARAM_RE: Final = re.compile(
-    r"((?:nlauth_signature|nlauth_password|oauth_signature)\s*=\s*)(\"(?:[^\"\\]|\\.)*\"?|[^,\s]*)",
-    re.IGNORECASE,
-)
-
-
-# An application ID in any spelling clients use: 32 hex, or NetSuite's 8-4-4-4-12 UUID form.
-_APPLICATION_ID_RE: Final = re.compile(
-    r"(?<![0-9A-Fa-f-])(?:[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{8})"
-    r"([0-9A-Fa-f]{4})(?![0-9A-Fa-f-])"
+    r"((?:nlauth_signature|nlauth_password|oauth_signature)\s*=\s*)"
+    r"(\"(?:[^\"\\]|\\.)*\"?|.*?(?=,\s*[A-Za-z_][\w-]*\s*=|\Z))",
+    re.IGNORECASE | re.DOTALL,
 )
 
 
 # Candidate runs first, found without the regex engine stepping through every character: the
 # text is mapped in C to "x" for a hex digit or dash and " " for any other ASCII character, so a
-# candidate (at least 32 such characters in a row) is a run of x. Only candidates meet the exact
-# pattern. The regex engine at every position of the text was most of a log entry's cost.
+# candidate (at least 32 such characters in a row) is a run of x. The regex engine at every
+# position of the text was most of a log entry's cost.
 _RUN_CHARS: Final = frozenset("0123456789abcdefABCDEF-")
 _RUN_MAP: Final = str.maketrans({chr(i): "x" if chr(i) in _RUN_CHARS else " " for i in range(128)})
 _CANDIDATE: Final = "x" * 32
 _CANDIDATE_REST_RE: Final = re.compile(r"x*")
+_HEX_DIGITS: Final = 32
 
 
-def _mask_id(m: re.Match[str]) -> str:
-    return "*" * 28 + m.group(1).upper()
+def _masked_id(hex_digits: str) -> str:
+    return "*" * 28 + hex_digits[-4:].upper()
 
 
 def mask_application_ids(text: str) -> str:
-    """Application IDs keep only their last four characters (SPEC section 6)."""
+    """Application IDs keep only their last four characters (SPEC section 6). An ID is compared
+    with hyphens ignored (SPEC 1), so any run of hex digits and hyphens holding exactly 32 hex
+    digits is one, in whatever spelling: NetSuite's UUID form, a trailing hyphen, a hyphen
+    after every digit. Longer runs (64-hex consumer keys, token ids) are no ID."""
     mapped = text.translate(_RUN_MAP)  # non-ASCII characters map to themselves, never to "x"
     out: list[str] = []
     pos = 0
@@ -79,19 +88,56 @@ def mask_application_ids(text: str) -> str:
         rest = _CANDIDATE_REST_RE.match(mapped, found + 32)
         end = rest.end() if rest else found + 32
         found = mapped.find(_CANDIDATE, end)
-        while text[start] == "-":  # an ID starts with a hex digit: leading dashes are context
-            start += 1
-        if end - start < 32:
+        digits = text[start:end].replace("-", "")
+        if len(digits) != _HEX_DIGITS:
             continue
-        # The candidate is a whole run of hex digits and dashes: an ID inside it must span it,
-        # and the exact pattern's lookbehind and lookahead hold at its edges.
+        while text[start] == "-":  # dashes around an ID are context, kept
+            start += 1
+        stop = end
+        while text[stop - 1] == "-":
+            stop -= 1
         out.append(text[pos:start])
-        out.append(_APPLICATION_ID_RE.sub(_mask_id, text[start:end]))
-        pos = end
+        out.append(_masked_id(digits))
+        pos = stop
     if not out:
         return text
     out.append(text[pos:])
     return "".join(out)
+
+
+_CHAR_REF_RE: Final = re.compile(r"&#(?:x([0-9A-Fa-f]{1,6})|([0-9]{1,7}));")
+_ID_NOISE_RE: Final = re.compile(r"<!\[CDATA\[|\]\]>|<!--.*?-->|<\?.*?\?>|[\s-]", re.DOTALL)
+
+
+def _needs_id_element_pass(text: str) -> bool:
+    """Markup that can split an application ID's digits in the text (a character reference, a
+    comment, a CDATA section, a processing instruction after the XML declaration): the
+    run-based masker cannot see the ID whole, so its elements are masked by structure."""
+    return "&#" in text or "<!" in text or text.find("<?", 2) >= 0  # "<!": comments, CDATA
+
+
+def _mask_application_id_elements(text: str) -> str:
+    """Each `applicationId` element's content (any prefix): the masked ID when it reads as one
+    once character references are decoded and markup and hyphens dropped, else *** whole."""
+    out: list[str] = []
+    pos = 0
+    while (m := _APPLICATION_ID_TAG_RE.search(text, pos)) is not None:
+        out.append(text[pos : m.end()])
+        pos = m.end()
+        if m.group(1) or m.group(2).rstrip().endswith("/") or not m.group(3):
+            continue
+        end = _content_end(text, pos, _APPLICATION_ID_TAG_RE)
+        plain = _ID_NOISE_RE.sub("", _CHAR_REF_RE.sub(_decoded_ref, text[pos:end]))
+        digits = plain if len(plain) == _HEX_DIGITS and all(c in _RUN_CHARS for c in plain) else ""
+        out.append(_masked_id(digits) if digits else MASK)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _decoded_ref(m: re.Match[str]) -> str:
+    code = int(m.group(1), 16) if m.group(1) else int(m.group(2))
+    return chr(code) if code < 0x110000 else ""
 
 
 def cap_text(text: str, cap: int) -> str:
@@ -108,13 +154,43 @@ def cap_text(text: str, cap: int) -> str:
     return raw[: max(cap, 0)].decode("utf-8", errors="ignore")
 
 
-def redact_xml(data: bytes, cap: int) -> str:
-    """The text of every secret element replaced by ***; result capped to `cap` bytes."""
+def redact_xml(data: bytes, cap: int, *, truncated: bool = False) -> str:
+    """The text of every secret element replaced by ***, application IDs masked; result capped
+    to `cap` bytes. `truncated`: the data is a prefix of a longer document."""
     text = data.decode("utf-8", errors="replace")
-    if text.isascii():
-        lowered = text.lower()
-        if not any(needle in lowered for needle in _SECRET_NEEDLES):
-            return cap_text(mask_application_ids(text), cap)
+    lowered = text.lower()
+    id_element = "applicationid" in lowered
+    if not text.isascii() or _has_needle(lowered):
+        text = _mask_secret_elements(text)
+    return _finish(text, cap, truncated, id_element=id_element)
+
+
+def _has_needle(lowered: str) -> bool:
+    return any(needle in lowered for needle in _SECRET_NEEDLES)
+
+
+def _finish(text: str, cap: int, truncated: bool, *, id_element: bool = True) -> str:
+    if id_element and _needs_id_element_pass(text):
+        text = _mask_application_id_elements(text)
+    if truncated:
+        text = _mask_cut_id(text)
+    return cap_text(mask_application_ids(text), cap)
+
+
+def _mask_cut_id(text: str) -> str:
+    """A capture that ends inside an application ID holds its first digits, no whole ID for the
+    masker, and they are the part that must be hidden: a trailing run of hex digits and
+    hyphens that could still become one (32 hex digits at most) is masked."""
+    start, digits = len(text), 0
+    while start > 0 and text[start - 1] in _RUN_CHARS and digits <= _HEX_DIGITS:
+        start -= 1
+        digits += text[start] != "-"
+    if 0 < digits <= _HEX_DIGITS and (start == 0 or text[start - 1] not in _RUN_CHARS):
+        return text[:start] + MASK
+    return text
+
+
+def _mask_secret_elements(text: str) -> str:
     out: list[str] = []
     pos = 0
     while True:
@@ -130,25 +206,27 @@ def redact_xml(data: bytes, cap: int) -> str:
         pos = m.end()
         if m.group(1) or m.group(2).rstrip().endswith("/") or not m.group(3):
             continue  # a close tag, a self-closing element, or an open tag cut off mid-way
-        end = _secret_content_end(text, pos)
+        end = _content_end(text, pos, _SECRET_TAG_RE)
         out.append(MASK)
         pos = end
-    return cap_text(mask_application_ids("".join(out)), cap)
+    return "".join(out)
 
 
-def _secret_content_end(text: str, pos: int) -> int:
-    """Where the content of a secret element opened just before `pos` ends (its close tag), or
-    the end of the data. CDATA is skipped whole (a close tag inside it is text); nested secret
-    elements count, so an inner close tag does not end the outer element."""
+def _content_end(text: str, pos: int, tag_re: re.Pattern[str]) -> int:
+    """Where the content of an element (its tags matched by `tag_re`) opened just before `pos`
+    ends (its close tag), or the end of the data. CDATA sections, comments and processing
+    instructions are skipped whole (a close tag inside them is text); nested elements of the
+    same name count, so an inner close tag does not end the outer element."""
     depth = 1
     while True:
-        m = _SECRET_TAG_RE.search(text, pos)
-        cdata = text.find(_CDATA_OPEN, pos)
-        if cdata >= 0 and (m is None or cdata < m.start()):
-            close = text.find(_CDATA_CLOSE, cdata + len(_CDATA_OPEN))
+        m = tag_re.search(text, pos)
+        opaque = _OPAQUE_RE.search(text, pos)
+        if opaque is not None and (m is None or opaque.start() < m.start()):
+            closer = next(close for open_, close in _OPAQUE if opaque.group() == open_)
+            close = text.find(closer, opaque.end())
             if close < 0:
                 return len(text)
-            pos = close + len(_CDATA_CLOSE)
+            pos = close + len(closer)
             continue
         if m is None or not m.group(3):
             return len(text)
@@ -161,34 +239,55 @@ def _secret_content_end(text: str, pos: int) -> int:
         pos = m.end()
 
 
-def redact_json(data: bytes, cap: int) -> str:
+def redact_json(data: bytes, cap: int, *, truncated: bool = False) -> str:
     """The values of secret keys replaced by "***" (strings, scalars, objects, arrays), tolerant
-    of truncated or invalid JSON; result capped to `cap` bytes."""
-    text = data.decode("utf-8", errors="replace")
+    of truncated or invalid JSON; result capped to `cap` bytes. Keys are compared decoded, so
+    `"pass\\u0077ord"` is `password`."""
+    return _finish(_mask_secret_keys(data.decode("utf-8", errors="replace")), cap, truncated)
+
+
+def redact_document(data: bytes, cap: int, *, truncated: bool = False) -> str:
+    """A body of unknown kind (a RESTlet's: JSON, XML or text): both redactions."""
+    text = _mask_secret_keys(data.decode("utf-8", errors="replace"))
+    return _finish(_mask_secret_elements(text), cap, truncated)
+
+
+def _mask_secret_keys(text: str) -> str:
     out: list[str] = []
     pos = 0
-    while True:
-        m = _JSON_KEY_RE.search(text, pos)
-        if m is None:
-            out.append(text[pos:])
-            break
-        out.append(text[pos : m.end()])
-        pos = m.end()
+    while (quote := text.find('"', pos)) >= 0:
+        s = _JSON_STRING_RE.match(text, quote)
+        end = s.end() if s else len(text)
+        colon = _JSON_COLON_RE.match(text, end)
+        if colon is None or _json_key(text[quote:end]) not in _SECRET_JSON_NAMES:
+            out.append(text[pos:end])  # a value, or a key that is no secret: kept whole
+            pos = end
+            continue
+        out.append(text[pos : colon.end()])
+        pos = colon.end()
         if pos >= len(text):
             break
         first = text[pos]
         if first == '"':
             s = _JSON_STRING_RE.match(text, pos)
             pos = s.end() if s else len(text)
-            out.append(f'"{MASK}"')
         elif first in "{[":
             pos = _json_container_end(text, pos)
-            out.append(f'"{MASK}"')
         else:
             s = _JSON_SCALAR_RE.match(text, pos)
             pos = s.end() if s else len(text)
-            out.append(f'"{MASK}"')
-    return cap_text(mask_application_ids("".join(out)), cap)
+        out.append(f'"{MASK}"')
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _json_key(literal: str) -> str:
+    """A key's name, escapes decoded, lower-cased (a broken literal: as written)."""
+    try:
+        name = json.loads(literal)
+    except ValueError:
+        name = literal.strip('"')
+    return name.lower() if isinstance(name, str) else ""
 
 
 def _json_container_end(text: str, pos: int) -> int:

@@ -60,7 +60,7 @@ class RestletProxy:
         ctx = self.ctx
         ex = ctx.new_exchange(request)
         ex.operation = self.operation
-        ex.json_documents = True
+        ex.any_kind_documents = True
         ctx.metrics.inflight.inc()
         try:
             return await self._handle(request, ex)

@@ -10,11 +10,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.core.redaction import (
-    _APPLICATION_ID_RE,
     SECRET_ELEMENTS,
     mask_application_ids,
     redact_authorization,
     redact_cookie,
+    redact_document,
     redact_header_value,
     redact_json,
     redact_xml,
@@ -184,17 +184,86 @@ def test_application_ids_are_masked_in_any_spelling() -> None:
     assert app not in redact_json(f'{{"applicationId": "{app}"}}'.encode(), 10_000)
 
 
-_RUN_RE = re.compile(r"[0-9A-Fa-f][0-9A-Fa-f-]{31,}")
+@pytest.mark.parametrize("spelling", [
+    "0670f68d-3f8e-e8e8-3b50-a137f96df357-",  # the UUID form, a trailing hyphen
+    "-".join("0670F68D3F8EE8E83B50A137F96DF357"),  # a hyphen after every digit
+    "&#x30;670F68D3F8EE8E83B50A137F96DF357",  # a character reference
+    "0670F68D3F8EE8E8<!-- x -->3B50A137F96DF357",  # a comment between its digits
+    "0670F68D3F8E<![CDATA[E8E83B50]]>A137F96DF357",
+    "0670F68D3F8EE8E8<?pi x?>3B50A137F96DF357",
+])
+def test_every_spelling_the_gateway_accepts_is_masked(spelling: str) -> None:
+    """Found by the black-box log audit: the gateway accepted these spellings (SPEC 1: hyphens
+    ignored; XML's own ways to write text) and the documents kept them whole."""
+    doc = f'<?xml version="1.0"?><h><m:applicationId>{spelling}</m:applicationId></h>'.encode()
+    out = redact_xml(doc, CAP)
+    plain = out.replace("-", "")
+    assert "0670F68D3F8E" not in plain.upper() and "F68D3F8EE8E8" not in plain.upper(), out
+    assert "F357" in out
+
+
+def test_a_capture_cut_inside_an_application_id_masks_its_digits() -> None:
+    doc = b"<a><applicationId>0670F68D3F8EE8E83B50A1"
+    out = redact_xml(doc, CAP, truncated=True)
+    assert "0670F68D" not in out and out.endswith("***"), out
+    assert redact_xml(b"<a>" + b"f" * 40, CAP, truncated=True).endswith("f" * 40)  # 40 hex: no ID
+    assert redact_xml(doc, CAP) == doc.decode()  # not cut: 22 hex digits are no ID
+
+
+@pytest.mark.parametrize("doc", [
+    "<é:password>HUNTER2</é:password>",  # XML names start with letters of any script
+    "<a·b:password>HUNTER2</a·b:password>",
+    "<ns1:password>x<!--</ns1:password>-->HUNTER2</ns1:password>",  # a comment ends nothing
+    "<ns1:password>x<?pi </ns1:password>?>HUNTER2</ns1:password>",
+    "<ns1:password>x<![CDATA[</ns1:password>]]>HUNTER2</ns1:password>",
+])
+def test_secret_text_hidden_behind_markup_or_prefixes_is_masked(doc: str) -> None:
+    assert "HUNTER2" not in redact_xml(f"<r>{doc}</r>".encode(), CAP)
+
+
+def test_json_keys_are_compared_decoded_and_restlet_bodies_of_any_kind_are_redacted() -> None:
+    escaped = b'{"pass\\u0077ord": "HUNTER2", "consumer\\u0053ecret": "HUNTER3", "note": "pass: x"}'
+    out = redact_json(escaped, CAP)
+    assert "HUNTER" not in out and '"note": "pass: x"' in out
+    # a value that looks like a key is a value: the key after it is still found
+    assert "HUNTER2" not in redact_json(b'{"a": "\\"password\\": ", "password": "HUNTER2"}', CAP)
+    xml = b"<req><password>HUNTER2</password><tokenSecret>HUNTER3</tokenSecret></req>"
+    assert "HUNTER" not in redact_document(xml, CAP)
+    assert "HUNTER" not in redact_document(b'{"token_secret": "HUNTER2"}', CAP)
+
+
+@pytest.mark.parametrize("value", [
+    "NLAuth nlauth_account=1, nlauth_signature=correct horse battery staple, nlauth_role=3",
+    "NLAuth nlauth_account=1, nlauth_signature=pa,ss HUNTER2, nlauth_role=3",
+    "NLAuth nlauth_signature=last one HUNTER2",
+])
+def test_an_unquoted_nlauth_signature_is_masked_to_the_next_parameter(value: str) -> None:
+    out = redact_authorization(value)
+    assert "horse" not in out and "HUNTER2" not in out and "ss" not in out.split("nlauth_signature=")[1][:5]
+    assert out.rstrip().endswith(("nlauth_role=3", "***")), out
+
+
+_RUN_RE = re.compile(r"[0-9A-Fa-f-]+")
 
 
 def _masked_by_regex(text: str) -> str:
-    """The plain-regex masking mask_application_ids replaced (every hex-and-dash run through
-    the exact pattern): the reference it must agree with, character for character."""
-    return _RUN_RE.sub(lambda run: _APPLICATION_ID_RE.sub(lambda m: "*" * 28 + m.group(1).upper(), run.group()),
-                       text)
+    """The plain-regex statement of the rule mask_application_ids implements faster: every
+    maximal run of hex digits and hyphens with exactly 32 hex digits is an ID (SPEC 1: hyphens
+    ignored); the reference it must agree with, character for character."""
+    def one(run: re.Match[str]) -> str:
+        text = run.group()
+        digits = text.replace("-", "")
+        if len(digits) != 32:
+            return text
+        core = text.strip("-")
+        lead = text[: len(text) - len(text.lstrip("-"))]
+        return lead + "*" * 28 + digits[-4:].upper() + text[len(lead) + len(core):]
+
+    return _RUN_RE.sub(one, text)
 
 
 _ID_PIECES = st.sampled_from(["0670F68D3F8EE8E83B50A137F96DF357", "0670f68d-3f8e-e8e8-3b50-a137f96df357",
+                              "-".join("0670F68D3F8EE8E83B50A137F96DF357") + "-",
                               "-", "--", "a", "F", "0", "x", "g", " ", "<", "é", "\ufffd", "\U0001f600"])
 
 
