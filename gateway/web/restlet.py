@@ -8,6 +8,7 @@ JSON errors with 401/403 (SPEC section 3).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -32,12 +33,13 @@ from gateway.core.policy import PolicySettings
 from gateway.core.reasons import Reason
 from gateway.core.records import InstalledVia
 from gateway.errors import StoreUnavailable
-from gateway.web.body import BodyAborted, answer_ended_body, read_chunk
+from gateway.web.body import CLIENT_GONE, BodyAborted, answer_ended_body, ended, read_chunk
 from gateway.web.context import ProxyContext
 from gateway.web.exchange import Exchange
 from gateway.web.forward import client_response_headers, identity_headers, upstream_request_headers
 from gateway.web.relay import relay_response, upstream_failed
 from gateway.web.resolve import fetch_lookups, settle
+from gateway.web.server import REQUEST_ID
 
 log = logging.getLogger("gateway.proxy")
 
@@ -61,12 +63,19 @@ class RestletProxy:
         ex = ctx.new_exchange(request)
         ex.operation = self.operation
         ex.any_kind_documents = True
+        request[REQUEST_ID] = ex.request_id
         ctx.metrics.inflight.inc()
         try:
             return await self._handle(request, ex)
         except StoreUnavailable:
             ctx.metrics.store_errors.labels("request").inc()
             return ctx.json_error_response(ex, Reason.STORE_UNAVAILABLE, outcome="error")
+        except asyncio.CancelledError:
+            # The client went away (aiohttp cancels the handler) or the listener shut down: an
+            # error (499), as on SOAP, never a forward.
+            if ex.reason is None:
+                ended(ex, CLIENT_GONE)
+            raise
         finally:
             ctx.metrics.inflight.dec()
             ctx.finish(ex)

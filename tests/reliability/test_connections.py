@@ -340,3 +340,47 @@ async def test_a_client_that_vanishes_is_logged_not_an_error(when: str, start_ga
     assert (entry["outcome"], entry["reason"], entry["http_status"]) == ("error", "client_disconnected", 499)
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert gw.ctx.metrics.registry.get_sample_value("gateway_inflight_requests") == 0.0
+
+
+@pytest.mark.parametrize("when", ["reading the body", "waiting for the upstream"])
+@pytest.mark.parametrize("route", ["restlet", "issuetoken"])
+async def test_a_client_that_vanishes_from_a_restlet_is_logged_as_gone(
+        when: str, route: str, start_gateway: StartGateway) -> None:
+    """Found by the black-box log audit: RESTlet and Issue Token exchanges whose client left
+    were logged and counted as `forwarded` with status 0; they are errors (499), as on SOAP."""
+    from tests.web.test_issue_token import issue_token_header_for
+    from tests.web.test_restlet import oauth_header
+
+    async def slow(request: web.Request) -> web.Response:
+        await request.read()
+        await asyncio.sleep(2)
+        return web.json_response({"late": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", slow)
+    gw = await start_gateway(backend_app=app if when == "waiting for the upstream" else None)
+    if route == "restlet":
+        tenant = await gw.tenant()
+        target = "/app/site/hosting/restlet.nl?script=1&deploy=1"
+        auth = oauth_header(tenant, "http://gw" + target, "POST")
+    else:
+        tenant = await gw.tenant(auth={"user_credentials": True, "token_based": True,
+                                       "tba_issue_token_endpoint": True})
+        target = "/rest/issuetoken"
+        auth = issue_token_header_for("http://gw" + target, tenant.integration, tenant.account)
+    body = b'{"x": "' + b"y" * 300_000 + b'"}'
+    rid = f"vanish-{route}-{when.split()[0]}"
+    reader, writer = await asyncio.open_connection(gw.host, gw.port)
+    head = (f"POST {target} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nAuthorization: {auth}\r\n"
+            f"X-Request-Id: {rid}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    writer.write(head + (body[:200_000] if when == "reading the body" else body))
+    await writer.drain()
+    await asyncio.sleep(0.4)
+    writer.transport.abort()
+    entry = await gw.entry(rid)
+    assert (entry["outcome"], entry["reason"], entry["http_status"]) == ("error", "client_disconnected", 499)
+    registry = gw.ctx.metrics.registry
+    assert registry.get_sample_value("gateway_inflight_requests") == 0.0
+    forwarded = sum(s.value for m in registry.collect() if m.name == "gateway_requests"
+                    for s in m.samples if s.name == "gateway_requests_total" and s.labels["outcome"] == "forwarded")
+    assert forwarded == 0

@@ -21,13 +21,16 @@ from tests.web.conftest import MakeRig, Rig, Tenant, logged
 PATH = "/rest/issuetoken"
 
 
-def issue_token_header(rig: Rig, record: dict[str, Any], account: str, *, email: str = "ann@example.com",
-                       role: str = "1001", consumer_secret: str | None = None, query: str = "",
-                       **client_kw: Any) -> str:
+def issue_token_header(rig: Rig, record: dict[str, Any], account: str, *, query: str = "", **kw: Any) -> str:
+    return issue_token_header_for(str(rig.client.make_url(PATH + query)), record, account, **kw)
+
+
+def issue_token_header_for(url: str, record: dict[str, Any], account: str, *, email: str = "ann@example.com",
+                           role: str = "1001", consumer_secret: str | None = None, **client_kw: Any) -> str:
     """oauthlib signs the oauth_* part (key `consumerSecret&`, no token); NLAuth carries it."""
     kw: dict[str, Any] = {"signature_method": SIGNATURE_HMAC_SHA256} | client_kw
     client = Client(record["consumer_key"], client_secret=consumer_secret or record["consumer_secret"], **kw)
-    _, headers, _ = client.sign(str(rig.client.make_url(PATH + query)), http_method="POST")
+    _, headers, _ = client.sign(url, http_method="POST")
     oauth = str(headers["Authorization"]).removeprefix("OAuth ")
     return (f'NLAuth nlauth_account={account}, nlauth_email={email}, nlauth_signature="Pa55:w0rd,x", '
             f"nlauth_role={role}, {oauth}")
