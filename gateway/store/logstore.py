@@ -6,10 +6,11 @@ execution log `{acct:A}:log:exec:ID` (requests attributed to a real integration 
 entry's JSON. Retention: XTRIM MINID (now - 21 days, 7 for sandbox accounts) on each write,
 MAXLEN `log.max_entries_per_stream` (approximate above 1000 entries, where exactness
 costs and nobody counts), and EXPIRE of the retention so idle streams vanish. A request id
-index `rid:<id>` -> "<stream> <entry id>" (same TTL) answers `?request_id=` searches at once;
-each usage stream keeps a queue of its entries' request ids (`<stream>:rids`) so that an
-entry trimmed away takes its index key along (the index is as large as the retained log,
-not as the last 21 days of traffic).
+index `rid:<id>` lists "<stream> <entry id>" of the id's last REFS_PER_REQUEST_ID entries
+(same TTL): `?request_id=` searches read it, not the streams, and a reused id (a retry,
+another account's client) still finds every account's own entries; each usage stream keeps a
+queue of its entries' request ids (`<stream>:rids`) so that an entry trimmed away takes its
+reference along (the index is as large as the retained log, not as the last 21 days of traffic).
 
 A write is one script call per usage stream (per account, and one for the global log) and per
 128 KiB of JSON: the appends and the index are per entry, the trims and EXPIREs per call, so
@@ -63,6 +64,7 @@ class LogQuery:
 
 
 _RID_PREFIX = ks.request_index("")
+REFS_PER_REQUEST_ID = 16  # entries a request id's search finds (the newest)
 
 
 def rid_queue(usage_stream: str) -> str:
@@ -160,9 +162,6 @@ class _Group:
     usage: str
     retention: int
     lines: list[_Line]
-    # Positions of entries whose request id a later entry of the same write reuses: the index
-    # must end up at the newest, even when that one is in another group's call.
-    unindexed: set[int]
 
 
 def _calls(lines: list[_Line]) -> Iterator[tuple[int, int, int]]:
@@ -226,23 +225,18 @@ class LogStore:
 
     def _group(self, entries: Sequence[Mapping[str, Any]]) -> list[_Group]:
         groups: dict[str, _Group] = {}
-        newest: dict[str, tuple[_Group, int]] = {}
         for entry in entries:
             acct = normalize_account(str(entry.get("account") or ""))
             usage = ks.usage_log(acct) if acct else ks.GLOBAL_LOG
             group = groups.get(usage)
             if group is None:
-                group = groups[usage] = _Group(usage, self.retention_seconds(acct), [], set())
+                group = groups[usage] = _Group(usage, self.retention_seconds(acct), [])
             iid = str(entry.get("integration_id") or "")
             line = _Line(
                 ks.request_index(str(entry.get("request_id") or "-")),
                 json.dumps(entry, separators=(",", ":"), default=str),
                 execution_log_of(acct, iid),
             )
-            earlier = newest.get(line.rid_key)
-            if earlier is not None:
-                earlier[0].unindexed.add(earlier[1])
-            newest[line.rid_key] = (group, len(group.lines))
             group.lines.append(line)
         return list(groups.values())
 
@@ -260,22 +254,17 @@ class LogStore:
             "~" if maxlen > 1000 else "=",
             _RID_PREFIX,
             len(lines),
+            REFS_PER_REQUEST_ID,
             *(line.body for line in lines),
             *slots,
-            *(pos - start + 1 for pos in sorted(group.unindexed) if start <= pos < end),
         ]
         return keys, args
 
     async def query(self, key: str, q: LogQuery) -> tuple[list[dict[str, Any]], str | None]:
         if q.request_id is not None:
-            # The index points into the usage log; an execution log holds the same entry.
-            found = await self.find(q.request_id)
-            if found is None or not matches(found[1], q):
-                return [], None
-            stream, entry = found
-            execution = execution_log_of(normalize_account(str(entry.get("account") or "")),
-                                         str(entry.get("integration_id") or ""))
-            return ([entry], None) if key in (stream, execution) else ([], None)
+            found = [entry for stream, entry in await self.find_all(q.request_id)
+                     if key in (stream, _execution_log_of_entry(entry)) and matches(entry, q)]
+            return found[: q.limit], None
         if q.cursor is not None and q.cursor.replace("0", "") == "-":
             return [], None  # nothing comes before 0-0 (Redis refuses the interval)
         upper = f"({q.cursor}" if q.cursor else "+"
@@ -307,15 +296,34 @@ class LogStore:
         # Examined the cap without filling the page: hand a cursor to go on from there.
         return [e for _, e in hits], last_seen if scanned >= _SCAN_CAP else None
 
-    async def find(self, request_id: str) -> tuple[str, dict[str, Any]] | None:
-        """(stream key, entry) of the usage-log entry with this request id, if retained."""
+    async def find_all(self, request_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """(usage stream key, entry) of the retained entries with this request id, newest
+        first (its last REFS_PER_REQUEST_ID, in every stream)."""
         if len(request_id) > 128:
-            return None
-        ref = await self.r.get(ks.request_index(request_id))
-        if not ref:
-            return None
-        key, _, entry_id = str(ref).rpartition(" ")
-        rows = await self.r.xrange(key, min=entry_id, max=entry_id)
-        if not rows:
-            return None
-        return key, json.loads(rows[0][1]["j"])
+            return []
+        key = ks.request_index(request_id)
+        if await self.r.type(key) == "string":  # an index written before it was a list
+            ref = await self.r.get(key)
+            refs = [str(ref)] if ref else []
+        else:
+            refs = [str(ref) for ref in await self.r.lrange(key, 0, -1)]
+        pipe = self.r.pipeline(transaction=False)
+        located: list[str] = []
+        for ref in reversed(refs):
+            stream, _, entry_id = ref.rpartition(" ")
+            pipe.xrange(stream, min=entry_id, max=entry_id)
+            located.append(stream)
+        found: list[tuple[str, dict[str, Any]]] = []
+        for stream, rows in zip(located, await pipe.execute(), strict=True):
+            if rows:
+                found.append((stream, json.loads(rows[0][1]["j"])))
+        return found
+
+    async def find(self, request_id: str) -> tuple[str, dict[str, Any]] | None:
+        """(stream key, entry) of the newest entry with this request id, if retained."""
+        found = await self.find_all(request_id)
+        return found[0] if found else None
+
+
+def _execution_log_of_entry(entry: Mapping[str, Any]) -> str | None:
+    return execution_log_of(normalize_account(str(entry.get("account") or "")), str(entry.get("integration_id") or ""))

@@ -369,9 +369,8 @@ class AdminApi:
     async def global_usage_log(self, request: web.Request, who: AdminPrincipal, acct: str) -> web.Response:
         q = parse_query(request.query)
         if q.request_id is not None:
-            found = await self.store.logs.find(q.request_id)
-            entries = [found[1]] if found is not None and matches(found[1], q) else []
-            return log_page(entries, None)
+            found = await self.store.logs.find_all(q.request_id)
+            return log_page([entry for _, entry in found if matches(entry, q)][: q.limit], None)
         entries, cursor = await self.store.logs.query(ks.GLOBAL_LOG, q)
         return log_page(entries, cursor)
 

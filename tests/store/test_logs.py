@@ -204,11 +204,13 @@ async def test_a_write_longer_than_the_stream_keeps_max_entries_and_forgets_the_
     await store.close()
 
 
-async def test_a_repeated_request_id_resolves_to_the_newest_entry(redis_url: str) -> None:
+async def test_a_repeated_request_id_finds_every_accounts_own_entries(redis_url: str) -> None:
+    """A client's request id may come back: a retry in one account, or another account's
+    client (found by the black-box log audit: the index held the newest entry only, so the
+    first account's search found nothing once another account reused its id)."""
     store = await store_on(redis_url)
     a, b = new_account(), new_account()
     dup, twice = f"dup-{a}", f"twice-{a}"
-    # `a` is written first (one call per account), yet b's entry is not the newest `dup`.
     await store.write_log_entries(
         [
             entry(a, twice, outcome="rejected"),
@@ -218,12 +220,32 @@ async def test_a_repeated_request_id_resolves_to_the_newest_entry(redis_url: str
             entry(a, twice, outcome="forwarded"),
         ]
     )
-    for rid, key in ((dup, ks.usage_log(a)), (twice, ks.usage_log(a))):
-        found = await store.logs.find(rid)
-        assert found is not None and found[0] == key and found[1]["outcome"] == "forwarded"
-    # The older entries of the id stay in the log; only the index points past them.
-    page, _ = await store.logs.query(ks.usage_log(b), LogQuery())
-    assert [e["request_id"] for e in page] == [dup]
+    assert sorted((stream, e["outcome"]) for stream, e in await store.logs.find_all(dup)) == sorted(
+        [(ks.usage_log(a), "forwarded"), (ks.usage_log(b), "rejected")])
+    for key, rid, outcomes in [(ks.usage_log(a), dup, ["forwarded"]), (ks.usage_log(b), dup, ["rejected"]),
+                               (ks.usage_log(a), twice, ["forwarded", "rejected"]),  # newest first
+                               (ks.execution_log(a, "0123456789abcdef0123456789abcdef"), twice,
+                                ["forwarded", "rejected"])]:
+        page, _ = await store.logs.query(key, LogQuery(request_id=rid))
+        assert [e["outcome"] for e in page] == outcomes, (key, rid)
+    page, _ = await store.logs.query(ks.usage_log(a), LogQuery(request_id=twice, limit=1))
+    assert [e["outcome"] for e in page] == ["forwarded"]
+    found = await store.logs.find(twice)  # in one stream, the last written is the newest
+    assert found is not None and found[1]["outcome"] == "forwarded"
+    await store.close()
+
+
+async def test_an_index_written_before_it_was_a_list_is_read_and_extended(redis_url: str) -> None:
+    store = await store_on(redis_url)
+    acct = new_account()
+    rid = f"old-index-{acct}"
+    await store.write_log_entries([entry(acct, rid, outcome="rejected")])
+    [ref] = await store.client.lrange(ks.request_index(rid), 0, -1)
+    await store.client.delete(ks.request_index(rid))
+    await store.client.set(ks.request_index(rid), ref, ex=3600)  # the former format
+    assert [e["outcome"] for _, e in await store.logs.find_all(rid)] == ["rejected"]
+    await store.write_log_entries([entry(acct, rid, outcome="forwarded")])
+    assert [e["outcome"] for _, e in await store.logs.find_all(rid)] == ["forwarded", "rejected"]
     await store.close()
 
 
@@ -266,7 +288,8 @@ async def test_entries_past_retention_take_their_index_along(redis_url: str) -> 
     await store.write_log_entries([entry(acct, f"{acct}-new")])
     for i in range(3):
         assert not await store.client.exists(ks.request_index(f"{acct}-old{i}"))
+    [ref] = await store.client.lrange(ks.request_index(f"{acct}-new"), 0, -1)
     assert await store.client.lrange(logstore.rid_queue(ks.usage_log(acct)), 0, -1) == [
-        (await store.client.get(ks.request_index(f"{acct}-new"))).rpartition(" ")[2] + f" {acct}-new"
+        ref.rpartition(" ")[2] + f" {acct}-new"
     ]
     await store.close()

@@ -7,18 +7,19 @@
 -- KEYS[2+n+s]: the execution streams the entries go to, each once
 -- ARGV[1]: max entries per stream   ARGV[2]: MINID cutoff (ms)   ARGV[3]: retention in seconds
 -- ARGV[4]: "~" (approximate MAXLEN) or "="   ARGV[5]: the request-id index key prefix
--- ARGV[6]: n, the number of entries
--- ARGV[6+i]: entry i as JSON   ARGV[6+n+i]: s, its execution stream KEYS[2+n+s], or 0 for none
--- ARGV[7+2n] and on: entries whose request id a later entry of the same write reuses; they
--- leave the index to that one (it points at the newest entry, whichever call writes it)
+-- ARGV[6]: n, the number of entries   ARGV[7]: refs kept per request id
+-- ARGV[7+i]: entry i as JSON   ARGV[7+n+i]: s, its execution stream KEYS[2+n+s], or 0 for none
 --
+-- A request id's index is a list of "<usage stream> <entry id>", oldest first, of its last
+-- ARGV[7] entries in any stream: a client's id may come back (a retry, another account's
+-- client), and each account's search must still find its own entries.
 -- The index must not outlive what it points to: every entry that leaves the usage stream
--- (age or length, an entry of this very call included) takes its index key along, so the
+-- (age or length, an entry of this very call included) takes its reference along, so the
 -- index is bounded by the retained entries and not by the traffic of the last 21 days.
 
 local usage, queue = KEYS[1], KEYS[2]
-local maxlen, cutoff, ttl, mode, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local n = tonumber(ARGV[6])
+local maxlen, cutoff, ttl, mode, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local n, keep = tonumber(ARGV[6]), tonumber(ARGV[7])
 local streams = 3 + n
 local rid_from = #prefix + 1
 
@@ -30,17 +31,26 @@ local function forget(count)
     local sep = string.find(item, ' ', 1, true)
     if sep then
       local key = prefix .. string.sub(item, sep + 1)
-      -- A request id sent twice points at its newest entry: leave that one alone.
-      if redis.call('GET', key) == usage .. ' ' .. string.sub(item, 1, sep - 1) then
-        redis.call('DEL', key)
+      if redis.call('TYPE', key).ok == 'list' then
+        redis.call('LREM', key, 1, usage .. ' ' .. string.sub(item, 1, sep - 1))
       end
     end
   end
 end
 
-local unindexed = {}
-for a = 7 + 2 * n, #ARGV do
-  unindexed[tonumber(ARGV[a])] = true
+local function index(key, ref)
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'list' and kind ~= 'none' then
+    -- An index written before it was a list: one reference, kept as the oldest.
+    local old = redis.call('GET', key)
+    redis.call('DEL', key)
+    if old then redis.call('RPUSH', key, old) end
+  end
+  redis.call('RPUSH', key, ref)
+  redis.call('LTRIM', key, -keep, -1)
+  -- The longest retention among its streams (a sandbox account's 7 days must not cut short
+  -- another account's 21).
+  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
 end
 
 forget(redis.call('XTRIM', usage, 'MINID', cutoff))
@@ -48,13 +58,11 @@ for s = streams, #KEYS do
   redis.call('XTRIM', KEYS[s], 'MINID', cutoff)
 end
 for i = 1, n do
-  local body, index = ARGV[6 + i], KEYS[2 + i]
+  local body, key = ARGV[7 + i], KEYS[2 + i]
   local id = redis.call('XADD', usage, '*', 'j', body)
-  redis.call('LPUSH', queue, id .. ' ' .. string.sub(index, rid_from))
-  if not unindexed[i] then
-    redis.call('SET', index, usage .. ' ' .. id, 'EX', ttl)
-  end
-  local s = tonumber(ARGV[6 + n + i])
+  redis.call('LPUSH', queue, id .. ' ' .. string.sub(key, rid_from))
+  index(key, usage .. ' ' .. id)
+  local s = tonumber(ARGV[7 + n + i])
   if s > 0 then
     redis.call('XADD', KEYS[2 + n + s], '*', 'j', body)
   end
