@@ -12,8 +12,10 @@ _INVALID = CookieFacts(invalid=True)
 
 
 def parse_cookies(cookie_headers: list[str]) -> CookieFacts:
-    """More than one `Cookie` header, a pair without `=`, or more than one (or an empty)
-    `JSESSIONID` makes the cookies invalid (`invalid_session`, decided right after R3)."""
+    """More than one `Cookie` header, a pair without `=`, or more than one `JSESSIONID` makes
+    the cookies invalid (`invalid_session`, decided right after R3; SPEC 2's list, nothing
+    more). An empty `JSESSIONID=` is a session cookie naming no session: ignored beside a
+    header passport, ambiguous beside a tokenPassport, an unknown session alone."""
     if not cookie_headers:
         return CookieFacts()
     if len(cookie_headers) > 1:
@@ -28,7 +30,7 @@ def parse_cookies(cookie_headers: list[str]) -> CookieFacts:
         if name.strip() != JSESSIONID:
             continue
         value = value.strip()
-        if session is not None or not value:
+        if session is not None:
             return _INVALID
         session = value
     return CookieFacts(jsessionid=session)

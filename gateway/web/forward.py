@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.core.cookies import JSESSIONID
 from gateway.core.decision import Attribution
 
 # RFC 9110 section 7.6.1 hop-by-hop headers (and the obsolete Proxy-Connection), plus the
@@ -128,13 +129,20 @@ def identity_headers(who: Attribution, request_id: str, key: str | None, now: in
     return headers
 
 
-def client_response_headers(upstream: CIMultiDictProxy[str], *, drop_set_cookie: bool = False) -> CIMultiDict[str]:
-    """Upstream response headers minus hop-by-hop ones (framing is the gateway's own)."""
+def client_response_headers(upstream: CIMultiDictProxy[str], *,
+                            drop_session_cookie: bool = False) -> CIMultiDict[str]:
+    """Upstream response headers minus hop-by-hop ones (framing is the gateway's own), and
+    with `drop_session_cookie` minus the `Set-Cookie` of a JSESSIONID (other cookies, such as
+    NS_ROUTING_VERSION, pass through: SPEC 2)."""
     out: CIMultiDict[str] = CIMultiDict()
     hop_by_hop = _hop_by_hop(upstream)
     for name, value in upstream.items():
         lower = name.lower()
-        if lower in hop_by_hop or (drop_set_cookie and lower == "set-cookie"):
+        if lower in hop_by_hop or (drop_session_cookie and lower == "set-cookie" and _sets_jsessionid(value)):
             continue
         out.add(name, value)
     return out
+
+
+def _sets_jsessionid(set_cookie: str) -> bool:
+    return set_cookie.partition(";")[0].partition("=")[0].strip() == JSESSIONID

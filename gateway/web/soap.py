@@ -259,9 +259,9 @@ class SoapProxy:
         elif success and session_id and session_id == offered:
             drop_cookies = True  # fixation: never let a client-chosen id become a session
         response = web.Response(status=upstream.status, body=body,
-                                headers=client_response_headers(upstream.headers, drop_set_cookie=drop_cookies))
+                                headers=client_response_headers(upstream.headers, drop_session_cookie=drop_cookies))
         response.headers["X-Request-Id"] = ex.request_id
-        ex.set_cookies = response.headers.getall("Set-Cookie", [])  # none when dropped for fixation
+        ex.set_cookies = response.headers.getall("Set-Cookie", [])  # the session's dropped for fixation
         ex.http_status = upstream.status
         return response
 

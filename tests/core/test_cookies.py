@@ -22,7 +22,8 @@ from gateway.core.facts import CookieFacts
         (["a=1; flag"], CookieFacts(invalid=True)),
         (["JSESSIONID=abc; JSESSIONID=def"], CookieFacts(invalid=True)),
         (["JSESSIONID=abc; JSESSIONID=abc"], CookieFacts(invalid=True)),
-        (["JSESSIONID="], CookieFacts(invalid=True)),
+        (["JSESSIONID="], CookieFacts(jsessionid="")),  # not in SPEC 2's list: a session naming none
+        (["JSESSIONID=; JSESSIONID="], CookieFacts(invalid=True)),
         (["a=x=y; JSESSIONID=s=1"], CookieFacts(jsessionid="s=1")),
     ],
 )

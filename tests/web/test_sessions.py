@@ -213,6 +213,40 @@ async def test_token_passport_with_a_session_cookie_is_ambiguous(make_rig: MakeR
     assert await fault_code(resp) == "USER_ERROR"
 
 
+async def test_an_empty_session_cookie_is_a_session_naming_none(make_rig: MakeRig) -> None:
+    """Found by the black-box rules audit: `JSESSIONID=` made every request invalid_session,
+    though SPEC 2's list of invalid cookies does not hold it."""
+    rig = await make_rig()
+    t = await rig.tenant()
+    empty = {"Cookie": "JSESSIONID=; lb=2"}
+    resp = await rig.soap(V, t.passport(V), headers=empty)  # request-level: the cookie ignored
+    assert resp.status == 200, await resp.text()
+    assert rig.backend.received[-1].headers["Cookie"] == "lb=2"
+    assert await fault_code(await rig.soap("2024_2", t.tba(), headers=empty)) == "USER_ERROR"  # ambiguous
+    assert await fault_code(await rig.soap(V, bare(), headers=empty)) == "INVALID_SESSION"
+
+
+async def test_a_fixation_login_drops_only_the_session_cookie(make_rig: MakeRig) -> None:
+    """Found by the rules audit: every Set-Cookie was dropped, NS_ROUTING_VERSION too (SPEC 2:
+    other cookies pass through)."""
+    chosen = "attacker" + secrets.token_hex(8)
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        resp = web.Response(body=soap_response("login", V), content_type="text/xml")
+        resp.headers.add("Set-Cookie", f"JSESSIONID={chosen}; Path=/")
+        resp.headers.add("Set-Cookie", "NS_ROUTING_VERSION=LAGGING; Path=/")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", answer)
+    rig = await make_rig(backend_app=app)
+    t = await rig.tenant()
+    resp = await rig.soap(V, login(t), headers=jar(chosen))
+    assert resp.status == 200
+    assert resp.headers.getall("Set-Cookie") == ["NS_ROUTING_VERSION=LAGGING; Path=/"]
+
+
 async def test_unknown_session_cookie_is_invalid_session(make_rig: MakeRig) -> None:
     rig = await make_rig()
     resp = await rig.soap(V, bare(), headers=jar("never-seen-" + secrets.token_hex(4)))
