@@ -307,6 +307,9 @@ def _framing_problem(request: web.Request) -> str | None:
     charset = request.charset
     if charset is not None and charset.lower() not in ("utf-8", "utf8"):
         return "charset"
+    if len(request.headers.getall("SOAPAction", ())) > 1:
+        # Only one can be checked against the operation, and a backend may act on the other.
+        return "soapaction_repeated"
     # Every Content-Encoding field and every coding in it: a second field would reach the
     # upstream with the first one judged only.
     codings = (c.strip().lower() for v in request.headers.getall("Content-Encoding", ()) for c in v.split(","))

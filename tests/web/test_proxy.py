@@ -180,6 +180,12 @@ async def test_routes_methods_and_framing(make_rig: MakeRig) -> None:
     t = await rig.tenant()
     r = await rig.soap("2024_2", t.tba(), headers={"Content-Type": "application/soap+xml"})
     assert await fault_code(r) == "USER_ERROR" and r.status == 500
+    # Two SOAPAction fields: only one could be checked, and a backend may act on the other
+    # (found by the rules audit: a second one went upstream unchecked).
+    for actions in (["get", "search"], ["", "search"], ["search", "get"]):
+        r = await rig.client.post("/services/NetSuitePort_2024_2", data=t.tba(), headers=CIMultiDict(
+            [("Content-Type", "text/xml"), *(("SOAPAction", a) for a in actions)]))
+        assert r.status == 500 and await fault_code(r) == "USER_ERROR", actions
     for codings in (["identity", "x-custom"], ["identity, x-custom"]):  # every field, every coding (gzip: reliability)
         fields = CIMultiDict([("Content-Type", "text/xml; charset=utf-8")] + [("Content-Encoding", c) for c in codings])
         r = await rig.client.post("/services/NetSuitePort_2024_2", data=t.tba(), headers=fields)
