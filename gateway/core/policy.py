@@ -40,6 +40,7 @@ from gateway.core.records import (
     IntegrationView,
     SessionView,
     State,
+    is_account_id,
     normalize_account,
     normalize_application_id,
 )
@@ -234,8 +235,8 @@ def registered_account(
         return None
     if found is not None and found.account_id == account:
         return found
-    # auto_register: the adapter registered the account before deciding.
-    return AccountView(account) if settings.auto_register else None
+    # auto_register: the adapter registered the account before deciding, if it is an id at all.
+    return AccountView(account) if settings.auto_register and is_account_id(account) else None
 
 
 def _decide_user_credentials(req: Classified, account: AccountView, lookups: Lookups) -> Decision:

@@ -32,6 +32,14 @@ def normalize_account(account: str) -> str:
     return account.strip().upper()
 
 
+_ACCOUNT_ID_RE = re.compile(r"[A-Z0-9][A-Z0-9_-]{0,63}")
+
+
+def is_account_id(normalized: str) -> bool:
+    """Whether a normalised account id is one the registry accepts (`TSTDRV1`, `1234567_SB1`)."""
+    return _ACCOUNT_ID_RE.fullmatch(normalized) is not None
+
+
 def is_sandbox(account: str) -> bool:
     return _SANDBOX_RE.fullmatch(normalize_account(account)) is not None
 

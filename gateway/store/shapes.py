@@ -17,12 +17,12 @@ from gateway.core.records import (
     InstallationView,
     InstalledVia,
     State,
+    is_account_id,
     is_sandbox,
     normalize_account,
 )
 from gateway.store.atomic import RegistryError, iso_now
 
-_ACCOUNT_RE = re.compile(r"[A-Z0-9][A-Z0-9_-]{0,63}")
 _ID_RE = re.compile(r"[0-9a-f]{32}")
 OWNER_FIELDS = ("name", "description", "auth", "auto_install")
 INSTALLATION_FIELDS = ("state", "note")
@@ -41,7 +41,7 @@ STATES = tuple(s.value for s in State)
 def valid_account(acct: str) -> str:
     """Upper-cased account id, or RegistryError INVALID_REQUEST."""
     norm = normalize_account(acct)
-    if not _ACCOUNT_RE.fullmatch(norm):
+    if not is_account_id(norm):
         raise RegistryError("INVALID_REQUEST", f"'account' is not a valid account id: {acct!r}")
     return norm
 

@@ -20,7 +20,7 @@ from gateway.core.decision import (
 )
 from gateway.core.facts import EnvelopeHead
 from gateway.core.lookups import LookupPlan, Lookups
-from gateway.core.records import InstalledVia, normalize_application_id
+from gateway.core.records import InstalledVia, is_account_id, normalize_account, normalize_application_id
 from gateway.errors import StoreUnavailable
 from gateway.store.ports import RequestStore
 
@@ -39,7 +39,9 @@ async def fetch_lookups(store: RequestStore, plan: LookupPlan, *, auto_register:
     session = await store.get_session(plan.session_id) if plan.session_id else None
     account_id = plan.account or (session.account if session else None)
     account = await store.get_account(account_id) if account_id else None
-    if account is None and account_id and auto_register:
+    if account is None and account_id and auto_register and is_account_id(normalize_account(account_id)):
+        # Only an id the registry accepts is registered; any other is R7's invalid_account
+        # (one used to escape as a 500).
         account = await store.register_account(account_id)
     integration = None
     if plan.application_id:

@@ -273,6 +273,13 @@ async def test_auto_register_admits_an_unknown_account(make_rig: MakeRig) -> Non
     assert resp.status == 200, await resp.text()
     assert await rig.store.get_account(account) is not None
     assert rig.backend.received[-1].headers["X-Gateway-Integration"] == "default"
+    # An id the registry refuses is no account to register: invalid_account (R7), not a 500
+    # (found by the rules audit).
+    for bad in ("abc def", "a/b", "1234567:1"):
+        payload = make_envelope(get_body("2015_1"), [passport_xml("2015_1", "a@example.com", "pw", bad)])
+        resp = await rig.soap("2015_1", payload)
+        assert (resp.status, await fault_code(resp)) == (500, "INVALID_ACCT"), bad
+        assert 'urn:faults_2015_1' in await resp.text()
 
 
 async def test_a_body_that_stalls_after_the_head_gets_408_and_never_completes_upstream(make_rig: MakeRig) -> None:

@@ -397,6 +397,8 @@ async def test_nlauth_registers_an_unknown_account_when_auto_register_is_on(make
     resp = await rig.client.get(PATH + QUERY, headers={"Authorization": nlauth(account)})
     assert resp.status == 200, await resp.text()
     assert await rig.store.get_account(account) is not None
+    resp = await rig.client.get(PATH + QUERY, headers={"Authorization": nlauth("a/b")})  # no account id
+    assert resp.status == 401 and await json_error(resp) == "INVALID_ACCT"
 
 
 @pytest.mark.parametrize("route", ["restlet", "soap_tba"])
