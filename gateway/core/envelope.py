@@ -77,7 +77,7 @@ def _local(tag: str) -> str:
 class _Part:
     """One credential container being read: its fields' texts and the two attributes we need."""
 
-    __slots__ = ("kind", "fields", "values", "role", "algorithm")
+    __slots__ = ("kind", "fields", "values", "role", "algorithm", "raw_account")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -85,6 +85,7 @@ class _Part:
         self.values: dict[str, str] = {}
         self.role: str | None = None
         self.algorithm: str | None = None
+        self.raw_account: str | None = None  # untrimmed: a TBA signature covers it as sent
 
 
 class _Target:
@@ -222,7 +223,10 @@ class _Target:
     def _end(self, tag: str, d: int) -> None:
         if self.field is not None and d == self.field_depth:
             assert self.part is not None
-            self.part.values[self.field] = "".join(self.text).strip()
+            text = "".join(self.text)
+            self.part.values[self.field] = text.strip()
+            if self.field == "account":
+                self.part.raw_account = text
             self.field, self.text = None, []
         elif self.part is not None and d == self.part_depth:
             self.part = None
@@ -289,6 +293,7 @@ def _build_head(operation: str, namespace: str | None, parts: dict[str, _Part]) 
             timestamp=v.get("timestamp"),
             signature=v.get("signature"),
             algorithm=tp.algorithm,
+            signed_account=tp.raw_account,
         )
     sso = parts.get("ssoPassport")
     sso_passport = None

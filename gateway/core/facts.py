@@ -37,6 +37,9 @@ class TokenPassport:
     timestamp: str | None = None
     signature: str | None = None
     algorithm: str | None = None  # the `algorithm` attribute of `signature`, as sent
+    # The account's text exactly as sent, spaces included (SPEC 2: the signature covers it so);
+    # `account` is trimmed, for lookups.
+    signed_account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,8 +119,8 @@ def verify_token_passport(
     """
     algorithm = normalize_algorithm(tp.algorithm)
     expected = compute_signature(
-        account=tp.account or "", consumer_key=tp.consumer_key or "", token=tp.token or "",
-        nonce=tp.nonce or "", timestamp=tp.timestamp or "",
+        account=(tp.signed_account if tp.signed_account is not None else tp.account) or "",
+        consumer_key=tp.consumer_key or "", token=tp.token or "", nonce=tp.nonce or "", timestamp=tp.timestamp or "",
         consumer_secret=DUMMY_SECRET if consumer_secret is None else consumer_secret,
         token_secret=DUMMY_SECRET if token_secret is None else token_secret,
         algorithm=algorithm or HMAC_SHA256)

@@ -97,7 +97,8 @@ def test_tba_messages_dialect_and_algorithm_spelling_passed_through() -> None:
                             variant="messages", algorithm="HMAC_SHA256", signature="c2ln")
     head = inspect(make_envelope(get_body(V), [tp])).head
     assert head is not None
-    assert head.token_passport == TokenPassport("1234567_SB1", "ck", "tk", "abc", "5", "c2ln", "HMAC_SHA256")
+    assert head.token_passport == TokenPassport("1234567_SB1", "ck", "tk", "abc", "5", "c2ln", "HMAC_SHA256",
+                                                signed_account="1234567_SB1")
 
 
 @pytest.mark.parametrize(

@@ -306,3 +306,19 @@ async def test_record_owned_elsewhere_and_not_auto_installable_is_invalid_login(
                                      consumer_secret=foreign["consumer_secret"], token_id=token_id,
                                      token_secret=token_secret), "consumer_key_unknown")
     assert await rig.store.registry.installation(user.account, foreign["id"]) is None
+
+
+async def test_the_signature_covers_the_account_exactly_as_sent(make_rig: MakeRig) -> None:
+    """SPEC 2: signatures are computed over the account exactly as the client sent it, spaces
+    included (found by the rules audit: the trimmed text was signed); lookups use it trimmed."""
+    from tests.factories import tba_signature
+
+    rig = await make_rig()
+    t = await rig.tenant()
+    spaced = f" {t.account} "
+    assert (await rig.soap(V, passport(t, account=spaced))).status == 200  # signed as sent: forwarded
+    nonce, ts = secrets.token_hex(10), str(int(time.time()))
+    signed_trimmed = tba_signature(t.account, t.integration["consumer_key"], t.token["token_id"], nonce, ts,
+                                   t.integration["consumer_secret"], t.token["token_secret"], digest="sha256")
+    await refused_with(rig, passport(t, account=spaced, nonce=nonce, timestamp=ts, signature=signed_trimmed),
+                       "signature_invalid")
