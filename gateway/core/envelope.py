@@ -63,6 +63,9 @@ _DECL_RE: Final = re.compile(
 )
 
 
+XML_SPACE: Final = " \t\r\n"  # XML 1.0's S production
+
+
 class _Violation(Exception):
     def __init__(self, detail: str, after_head: bool) -> None:
         super().__init__(detail)
@@ -246,9 +249,9 @@ class _Target:
         if self.field is not None:
             if self.depth == self.field_depth:
                 self.text.append(text)
-        elif self.depth == 1 and text.strip():
+        elif self.depth == 1 and text.strip(XML_SPACE):  # XML's whitespace, not U+00A0 or U+3000
             raise self.fail("text_in_envelope")
-        elif self.depth == 2 and self.body_state == 1 and text.strip():
+        elif self.depth == 2 and self.body_state == 1 and text.strip(XML_SPACE):
             raise self.fail("body_children")
 
     def _complete_head(self) -> None:

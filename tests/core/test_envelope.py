@@ -220,6 +220,12 @@ HEAD_CASES = {
     "empty_body": (_env("<s:Body> </s:Body>"), "empty_body"),
     "text_in_envelope": (_env(f"x<s:Body>{GET}</s:Body>"), "text_in_envelope"),
     "text_in_body_before_op": (_env(f"<s:Body>x{GET}</s:Body>"), "body_children"),
+    # XML's whitespace is space, tab, CR and LF only (found by the rules audit: str.strip()
+    # took U+00A0, U+2003, U+3000 and U+0085 for it)
+    **{f"unicode_space_in_envelope_{ord(c):x}": (_env(f"{c}<s:Body>{GET}</s:Body>"), "text_in_envelope")
+       for c in "\u00a0\u2003\u3000\u0085"},
+    **{f"unicode_space_in_body_{ord(c):x}": (_env(f"<s:Body>{c}{GET}</s:Body>"), "body_children")
+       for c in "\u00a0\u2003\u3000\u0085"},
     "two_token_passports": (make_envelope(GET, [TP, TP]), "duplicate_credentials"),
     "two_passports": (make_envelope(GET, [PP, PP]), "duplicate_credentials"),
     "two_application_infos": (make_envelope(GET, [AI, AI]), "duplicate_credentials"),
