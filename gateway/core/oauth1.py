@@ -158,6 +158,15 @@ def _account_sent(auth: AuthHeader) -> str | None:
     return normalize_account(sent) if sent.strip() else None
 
 
+def claimed_attribution(auth: AuthHeader) -> Attribution:
+    """Who the header says it is, before the store is asked (the log entry's names when the
+    store cannot be reached)."""
+    if auth.scheme == NLAUTH:
+        return Attribution(account=_account_sent(auth), auth_method=AuthMethod.NLAUTH,
+                           user=auth.get("nlauth_email") or "", role=auth.get("nlauth_role") or "")
+    return Attribution(account=_account_sent(auth), auth_method=AuthMethod.OAUTH1)
+
+
 def plan_restlet_lookups(facts: RestletFacts) -> LookupPlan:
     auth = facts.auth
     if auth.scheme == NLAUTH:

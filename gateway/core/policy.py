@@ -186,6 +186,15 @@ def classify(facts: RequestFacts, settings: PolicySettings | None) -> Classified
     return req
 
 
+def claimed_attribution(facts: RequestFacts) -> Attribution:
+    """Who the request says it is, before the store is asked: what its log entry names when
+    the store cannot be reached (SPEC 5: the account's usage log lists every request)."""
+    req = classify(facts, None)
+    if isinstance(req, Classified):
+        return req.who()
+    return req.who
+
+
 def plan_lookups(facts: RequestFacts) -> LookupPlan:
     """The store keys `decide` will consult (nothing for requests R2-R6 settle)."""
     req = classify(facts, None)

@@ -22,6 +22,7 @@ from gateway.core.decision import Decision, Forward, Reject
 from gateway.core.lookups import LookupPlan, Lookups
 from gateway.core.oauth1 import (
     RestletFacts,
+    claimed_attribution,
     decide_issue_token,
     decide_restlet,
     form_parameters,
@@ -102,6 +103,7 @@ class RestletProxy:
                              body=form_parameters(form) if form else ())
         policy = ctx.policy
         decide = type(self).decide
+        ex.who = claimed_attribution(auth)  # replaced by the decision's; kept if Redis fails
         async with ctx.lanes:
             lookups = await fetch_lookups(ctx.store, type(self).plan(facts), auto_register=policy.auto_register)
             decision = await settle(ctx.store, lookups, lambda lk, now: decide(facts, lk, now, policy))

@@ -17,7 +17,7 @@ from gateway.core.cookies import parse_cookies, strip_jsessionid
 from gateway.core.decision import Forward, Reject
 from gateway.core.envelope import EnvelopeInspector
 from gateway.core.facts import CookieFacts, RequestFacts
-from gateway.core.policy import decide, plan_lookups
+from gateway.core.policy import claimed_attribution, decide, plan_lookups
 from gateway.core.reasons import Reason
 from gateway.core.records import InstalledVia, SessionView, State
 from gateway.core.versions import NotAnEndpoint, Version, version_from_path
@@ -130,6 +130,7 @@ class SoapProxy:
 
         cookies = parse_cookies(request.headers.getall("Cookie", []))
         facts = RequestFacts(path_version=path_version, head=head, cookies=cookies)
+        ex.who = claimed_attribution(facts)  # replaced by the decision's; kept if Redis fails
         async with ctx.lanes:
             lookups = await fetch_lookups(ctx.store, plan_lookups(facts), auto_register=ctx.policy.auto_register)
             decision = await settle(ctx.store, lookups, lambda lk, now: decide(facts, lk, now, ctx.policy))

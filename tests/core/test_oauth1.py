@@ -16,6 +16,7 @@ from gateway.core.lookups import Lookups
 from gateway.core.oauth1 import (
     AuthHeader,
     RestletFacts,
+    claimed_attribution,
     decide_issue_token,
     decide_restlet,
     parse_authorization,
@@ -422,3 +423,11 @@ def test_issue_token_refuses_oauth_scheme() -> None:
 
 def test_sub_reasons_are_known() -> None:
     assert tba.SIGNATURE_INVALID in tba.SUB_REASONS
+
+
+def test_the_claimed_attribution_names_the_account_before_any_lookup() -> None:
+    """What a RESTlet's log entry names when Redis cannot be asked (store_unavailable)."""
+    oauth = claimed_attribution(parse_authorization(['OAuth realm="tstdrv1", oauth_consumer_key="ck"']))
+    assert (oauth.account, oauth.auth_method.value) == ("TSTDRV1", "oauth1")
+    nl = claimed_attribution(parse_authorization(["NLAuth nlauth_account=123, nlauth_email=a@b.c, nlauth_role=3"]))
+    assert (nl.account, nl.auth_method.value, nl.user, nl.role) == ("123", "nlauth", "a@b.c", "3")

@@ -165,10 +165,15 @@ async def test_frozen_redis_fails_fast(fresh_redis: EmbeddedRedis, start_gateway
         # invalidation subscription has noticed the silence (3 s) and lookups go to Redis.
         for kind, wait in (("tba", 0.0), ("cached", 3.5)):
             await asyncio.sleep(wait)
-            status, _ = await asyncio.wait_for(send(gw, tenant, kind, f"frozen-{kind}-{time.monotonic()}"), 1.0)
+            status, _ = await asyncio.wait_for(send(gw, tenant, kind, f"frozen-{kind}"), 1.0)
             assert status == (200 if kind == "cached" else 503)
     finally:
         os.kill(proc.pid, signal.SIGCONT)
+    # The 503 is the account's: its entry names who the request said it was (found by the log
+    # audit: it had no account, so the account's usage log missed it).
+    entry = await gw.entry("frozen-tba", timeout=10)
+    assert (entry["reason"], entry["account"], entry["auth_method"]) == (
+        "store_unavailable", tenant.account, "token_based")
 
 
 async def test_gateway_process_survives_a_redis_outage_and_still_stops(
