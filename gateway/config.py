@@ -185,8 +185,15 @@ def _merge(into: dict[str, Any], data: Mapping[str, Any], prefix: str) -> None:
             into[key] = value
 
 
+# Keys whose values are text: taken from the environment as they are, not as YAML (where
+# "s3cr3t #tail" is "s3cr3t", "2019.1" a float and "yes" a boolean).
+_TEXT_KEYS = frozenset({("listen",), ("admin_listen",), ("upstream",), ("redis_url",), ("data_dir",),
+                        ("public_base_url",), ("upstream_identity_key",), ("versions", "min"), ("versions", "max")})
+
+
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
-    """`GATEWAY_<KEY>` and `GATEWAY_<SECTION>__<KEY>`; values are parsed as YAML scalars."""
+    """`GATEWAY_<KEY>` and `GATEWAY_<SECTION>__<KEY>`; text keys are taken as they are, the
+    others parsed as YAML scalars (numbers, booleans, lists)."""
     out: dict[str, Any] = {}
     for name, text in environ.items():
         if not name.startswith("GATEWAY_") or name in RESERVED_ENV:
@@ -196,7 +203,7 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             log.warning("ignoring environment variable %s: not a configuration key", name)
             continue
         try:
-            value = yaml.safe_load(text) if text != "" else None
+            value = None if text == "" else text if tuple(path) in _TEXT_KEYS else yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ConfigError(f"environment variable {name}: not a valid value ({e})") from e
         node = out

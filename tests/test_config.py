@@ -42,6 +42,16 @@ def test_flags_override_file_and_environment_overrides_both(tmp_path: Path) -> N
     assert s.listen.port == 3333 and s.limits.max_depth == 20
 
 
+def test_text_settings_come_from_the_environment_as_they_are() -> None:
+    """Found by the black-box config audit: values were parsed as YAML, so a key with " #"
+    in it was cut at the comment and signed with the rest; numbers and booleans still are."""
+    s = load_settings(environ={"GATEWAY_UPSTREAM_IDENTITY_KEY": "s3cr3t #tail: 'x'",
+                               "GATEWAY_VERSIONS__MIN": "2019.1", "GATEWAY_WORKERS": "2",
+                               "GATEWAY_SESSIONS__BLOCK_EXISTING": "false"})
+    assert s.upstream_identity_key == "s3cr3t #tail: 'x'"
+    assert s.min_version == (2019, 1) and s.workers == 2 and s.sessions.block_existing is False
+
+
 @pytest.mark.parametrize(
     ("text", "named"),
     [
