@@ -259,3 +259,22 @@ async def test_invalidation_lag_is_observed(make_rig: MakeRig, wire: Wire) -> No
     await rig.store.registry.update_integration(t.account, t.integration["id"], {"note": "x"}, "test")
     await eventually(lambda: (r.get_sample_value("gateway_invalidation_lag_seconds_count") or 0) > before)
     assert (r.get_sample_value("gateway_invalidation_lag_seconds_sum") or 0) < 5
+
+
+def test_an_info_series_a_rename_set_to_zero_is_not_exported() -> None:
+    """With several workers a removed series lingers in the worker's file at 0 (found by the
+    black-box metrics audit); the exposition leaves it out, SPEC 7's info metric being 1."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    from gateway.metrics import INFO_METRIC, WithoutRemovedInfo
+
+    inner = CollectorRegistry()
+    info = Gauge(INFO_METRIC, "info", ["integration", "name", "owner_account"], registry=inner)
+    other = Gauge("gateway_inflight_requests", "in flight", registry=inner)
+    info.labels("i1", "old name", "A").set(0)
+    info.labels("i1", "new name", "A").set(1)
+    other.set(0)
+    exported = {m.name: [(s.labels.get("name"), s.value) for s in m.samples]
+                for m in WithoutRemovedInfo(inner).collect()}
+    assert exported[INFO_METRIC] == [("new name", 1.0)]
+    assert exported["gateway_inflight_requests"] == [(None, 0.0)]  # other zeros stay
