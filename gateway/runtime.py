@@ -280,8 +280,8 @@ def make_proxy_runner(ctx: ProxyContext) -> GuardedAppRunner:
     nginx does), instead of holding an upstream connection until the backend answers.
     """
     return GuardedAppRunner(create_proxy_app(ctx), header_timeout=ctx.settings.limits.header_read_timeout_seconds,
-                            access_log=None, shutdown_timeout=DRAIN_SECONDS, keepalive_timeout=KEEPALIVE_SECONDS,
-                            handler_cancellation=True)
+                            on_refused=ctx.refused_head, access_log=None, shutdown_timeout=DRAIN_SECONDS,
+                            keepalive_timeout=KEEPALIVE_SECONDS, handler_cancellation=True)
 
 
 def _bind(host: str, port: int, *, reuse_port: bool, listen: bool = True) -> socket.socket:

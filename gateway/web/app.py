@@ -21,6 +21,7 @@ log = logging.getLogger("gateway.web")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CONTEXT = web.AppKey("proxy_context", ProxyContext)
+_HTTP_REASONS = {404: "not_found", 405: "method_not_allowed"}
 
 
 @web.middleware
@@ -32,9 +33,15 @@ async def never_a_bare_500(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as e:
         if e.status == 405 and request.path.startswith("/services/"):
             e.headers["Allow"] = "POST"
-        # Every answer of the proxy port carries a request id, 404 and 405 included (SPEC 4).
-        e.headers["X-Request-Id"] = request.get(REQUEST_ID) or accept_request_id(
-            request.headers.get("X-Request-Id"), uuid.uuid4().hex)
+        # Every answer of the proxy port carries a request id, 404 and 405 included (SPEC 4),
+        # and is logged and counted: by its handler, or here when none ran.
+        rid = request.get(REQUEST_ID)
+        if rid is None:
+            ctx = request.app[CONTEXT]
+            ex = ctx.new_exchange(request)
+            rid = ex.request_id
+            ctx.refused_by_http(ex, e.status, _HTTP_REASONS.get(e.status, "http_error"))
+        e.headers["X-Request-Id"] = rid
         raise
     except Exception:
         rid = request.get(REQUEST_ID) or accept_request_id(request.headers.get("X-Request-Id"), uuid.uuid4().hex)

@@ -125,6 +125,18 @@ class ProxyContext:
         except Exception:  # the log never fails a request
             log.exception("could not record request %s", ex.request_id)
 
+    def refused_by_http(self, ex: Exchange, status: int, reason: str) -> None:
+        """An answer given below the SOAP and RESTlet rules (404, 405, a refused or stalled
+        head): logged and counted like any request (SPEC 6: one entry per request)."""
+        ex.outcome, ex.reason, ex.http_status = "rejected", reason, status
+        self.finish(ex)
+
+    def refused_head(self, request_id: str, status: int, reason: str, peer: str | None) -> None:
+        """A head the HTTP layer refused (400) or that never completed (408): no request object
+        exists, only the connection's peer and the client's X-Request-Id, if it came."""
+        ex = Exchange(request_id=request_id, client_ip=peer or "", doc_cap=self.settings.log.max_document_bytes)
+        self.refused_by_http(ex, status, reason)
+
     async def _note_integration(self, integration_id: str) -> None:
         """The info metric's name and owner, from the record cache: a Redis read only the first
         time (and after a record change dropped the cache), never one per request."""

@@ -22,6 +22,7 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -65,9 +66,20 @@ def json_error_body(status: int) -> bytes:
     return json.dumps({"error": {"code": code, "message": HTTPStatus(status).phrase}}).encode()
 
 
+# A refused or stalled head, told to whoever logs requests: (request id, status, reason, peer).
+OnRefused = Callable[[str, int, str, "str | None"], None]
+_PARTIAL_HEAD_CAP = 16384
+
+
+def _peer(transport: asyncio.BaseTransport) -> str | None:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
+
+
 class GuardedRequestHandler(RequestHandler):
     header_timeout: float = 10.0
     json_errors = False  # the admin listener answers in its JSON error shape
+    on_refused: OnRefused | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -75,6 +87,7 @@ class GuardedRequestHandler(RequestHandler):
         self._gw_between_requests = False
         self._gw_bytes_since_arm = 0
         self._gw_refused_request_id: str | None = None  # the client's, in a head aiohttp refused
+        self._gw_partial_head = bytearray()  # a head still arriving (its X-Request-Id, if it times out)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -93,6 +106,8 @@ class GuardedRequestHandler(RequestHandler):
             if self._messages and isinstance(self._messages[-1][0], _ErrInfo):
                 # Only the bytes of this read are at hand; a head sent in one write is all here.
                 self._gw_refused_request_id = raw_request_id(data)
+        elif self._gw_timer is not None and len(self._gw_partial_head) < _PARTIAL_HEAD_CAP:
+            self._gw_partial_head += data[: _PARTIAL_HEAD_CAP - len(self._gw_partial_head)]
 
     def _gw_fail_current_body(self) -> None:
         """A parse error while a request's body is still arriving belongs to that body."""
@@ -115,6 +130,8 @@ class GuardedRequestHandler(RequestHandler):
             rid, self._gw_refused_request_id = self._gw_refused_request_id or rid, None
             log.info("malformed HTTP request refused", extra={
                 "request_id": rid, "peer": request.remote, "status": status, "error": safe_error_text(exc)})
+            if self.on_refused is not None:
+                self.on_refused(rid, status, "bad_http_request", request.remote)
             if request.writer.output_size > 0:  # as aiohttp: an answer is under way, cut it
                 raise ConnectionError("response already started")
             if self.json_errors:
@@ -136,6 +153,7 @@ class GuardedRequestHandler(RequestHandler):
     def _gw_arm(self) -> None:
         self._gw_disarm()
         self._gw_bytes_since_arm = 0
+        self._gw_partial_head.clear()
         self._gw_timer = self._loop.call_later(self.header_timeout, self._gw_expire)
 
     def _gw_disarm(self) -> None:
@@ -149,7 +167,9 @@ class GuardedRequestHandler(RequestHandler):
         if transport is None or transport.is_closing():
             return
         if self._gw_bytes_since_arm:
-            rid = uuid.uuid4().hex
+            rid = raw_request_id(bytes(self._gw_partial_head)) or uuid.uuid4().hex
+            if self.on_refused is not None:
+                self.on_refused(rid, 408, "header_read_timeout", _peer(transport))
             body = json_error_body(408) if self.json_errors else b""
             kind = b"Content-Type: application/json\r\n" if body else b""
             transport.write(
@@ -160,21 +180,24 @@ class GuardedRequestHandler(RequestHandler):
 
 
 class GuardedServer(Server):
-    def __init__(self, *args: Any, header_timeout: float, json_errors: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, header_timeout: float, json_errors: bool = False,
+                 on_refused: OnRefused | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
         self._json_errors = json_errors
+        self._on_refused = on_refused
 
     def __call__(self) -> RequestHandler:
         handler = GuardedRequestHandler(self, loop=self._loop, **self._kwargs)
         handler.header_timeout = self._header_timeout
         handler.json_errors = self._json_errors
+        handler.on_refused = self._on_refused
         return handler
 
 
 class GuardedAppRunner(web.AppRunner):
     def __init__(self, app: web.Application, *, header_timeout: float, json_errors: bool = False,
-                 **kwargs: Any) -> None:
+                 on_refused: OnRefused | None = None, **kwargs: Any) -> None:
         # Bodies as they came: aiohttp would inflate a gzip body while parsing (a broken one was
         # an ERROR traceback on every listener, a good RESTlet one went upstream inflated but
         # still labelled gzip). SOAP refuses content codings itself; RESTlets pass them on.
@@ -182,6 +205,7 @@ class GuardedAppRunner(web.AppRunner):
         super().__init__(app, **kwargs)
         self._header_timeout = header_timeout
         self._json_errors = json_errors
+        self._on_refused = on_refused
 
     async def _make_server(self) -> Server:
         loop = asyncio.get_running_loop()
@@ -203,7 +227,8 @@ class GuardedAppRunner(web.AppRunner):
             return app._make_request(message, *args)
 
         return GuardedServer(app._handle, request_factory=make_request, loop=loop,
-                             header_timeout=self._header_timeout, json_errors=self._json_errors, **self._kwargs)
+                             header_timeout=self._header_timeout, json_errors=self._json_errors,
+                             on_refused=self._on_refused, **self._kwargs)
 
 
 @web.middleware

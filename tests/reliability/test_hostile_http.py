@@ -125,3 +125,31 @@ async def test_every_content_encoding_field_is_judged(start_gateway: StartGatewa
     assert status_of(answer) == 500 and b"USER_ERROR" in answer
     assert gw.backend is not None and gw.backend.received == []
     assert errors(caplog) == []
+
+
+async def test_answers_below_the_rules_are_logged_and_counted(start_gateway: StartGateway) -> None:
+    """SPEC 6: one entry per request. Found by the black-box log audit: 404s, 405s, a head the
+    HTTP parser refused and one that never completed had an X-Request-Id and nothing else (the
+    408 also ignored the client's complete X-Request-Id line)."""
+    gw = await start_gateway(limits={"header_read_timeout_seconds": 0.3})
+    cases = [
+        (request(b"GET", b"/services/NetSuitePort_2024_2", b"X-Request-Id: below-405"), 405, "method_not_allowed"),
+        (request(b"GET", b"/rest/issuetoken", b"X-Request-Id: below-405-it"), 405, "method_not_allowed"),
+        (request(b"GET", b"/nowhere", b"X-Request-Id: below-404"), 404, "not_found"),
+        (request(b"POST", b"/services/NetSuitePort_2024", b"X-Request-Id: below-404-v"), 404, "not_found"),
+        (request(b"POST", b"/services/NetSuitePort_2024_2", b"X-Request-Id: below-400",
+                 b"Content-Length: 5", b"Transfer-Encoding: chunked"), 400, "bad_http_request"),
+        # a head that stalls after a complete X-Request-Id line: that id, not a new one
+        (b"POST /services/NetSuitePort_2024_2 HTTP/1.1\r\nX-Request-Id: below-408\r\nHost: gw", 408,
+         "header_read_timeout"),
+    ]
+    for raw, status, reason in cases:
+        rid = raw.split(b"X-Request-Id: ")[1].split(b"\r\n")[0].decode()
+        answer = await raw_exchange(gw.host, gw.port, raw)
+        assert int(answer[9:12]) == status and f"X-Request-Id: {rid}".encode() in answer, answer[:200]
+        entry = await gw.entry(rid)
+        assert (entry["outcome"], entry["reason"], entry["http_status"]) == ("rejected", reason, status)
+        assert entry["client_ip"] == "127.0.0.1"
+    counted = sum(s.value for m in gw.metrics.registry.collect() for s in m.samples
+                  if s.name == "gateway_requests_total" and s.labels["outcome"] == "rejected")
+    assert counted == len(cases)
