@@ -523,21 +523,34 @@ class EnvelopeInspector:
             return
         # Before the head, never hand libxml2 a byte past the head limit: a head that fits is
         # then always seen before the limit is judged, whatever the client's chunking.
-        room = self._max_head_bytes - self._parsed
-        first = data if len(data) <= room else data[: max(room, 0)]
-        try:
-            if first:
-                self._parsed += len(first)
-                self._parser_call(self._parser.feed, first)
-        finally:
-            self._snapshot_head()
-        if self._head is None:
-            if self._parsed >= self._max_head_bytes:
+        while True:
+            room = self._head_limit() - self._parsed
+            first = data if len(data) <= room else data[: max(room, 0)]
+            try:
+                if first:
+                    self._parsed += len(first)
+                    self._parser_call(self._parser.feed, first)
+            finally:
+                self._snapshot_head()
+            data = data[len(first):]
+            if self._head is not None:
+                break
+            if self._parsed >= self._head_limit():
                 self._fail(TOO_LARGE, "head_too_large", False)
-            return
-        if len(first) < len(data):
-            self._parsed += len(data) - len(first)
-            self._parser_call(self._parser.feed, data[len(first):])
+                return
+            if not data:
+                return
+            # The limit grew (a login's start tag came in): the rest of the chunk goes on.
+        if data:
+            self._parsed += len(data)
+            self._parser_call(self._parser.feed, data)
+
+    def _head_limit(self) -> int:
+        """R1 counts the bytes up to the end of the Body's first child's start tag. `login` and
+        `ssoLogin` carry their credentials inside that element, read before the decision too:
+        once their start tag is in, they get a budget of their own (so the decision still
+        waits on at most 2 x max_head_bytes)."""
+        return self._max_head_bytes * (2 if self._target.operation is not None else 1)
 
     def _parser_call(self, call: Any, *args: bytes) -> None:
         """One feed or close; a namespace error reported meanwhile is a violation: the envelope

@@ -290,11 +290,19 @@ def test_max_head_bytes_is_exact_whatever_the_chunking() -> None:
         assert (short.error.reason, short.error.detail) == ("request_too_large", "head_too_large")
 
 
-def test_max_head_bytes_counts_the_whole_login() -> None:
+def test_max_head_bytes_counts_to_the_login_start_tag_and_its_credentials_get_as_much_again() -> None:
+    """R1 counts the bytes up to the end of the Body's first child's start tag, for login too
+    (found by the rules audit: they were counted to the end of `</login>`). Its credentials,
+    read before the decision, get a budget of their own: max_head_bytes again."""
     doc = make_envelope(login_body(V, "a@b.c", "pw", "1"))
-    end = doc.index(b"</ns0:login>") + len(b"</ns0:login>")
-    assert inspect(doc, max_head_bytes=end).complete
-    assert inspect(doc, max_head_bytes=end - 1).error is not None
+    start_tag_end = doc.index(b">", doc.index(b"<ns0:login")) + 1
+    for chunk in (1, 7, 4096):
+        assert inspect(doc, chunk, max_head_bytes=start_tag_end).complete
+        short = inspect(doc, chunk, max_head_bytes=start_tag_end - 1)
+        assert short.error is not None and short.error.detail == "head_too_large"
+    padded = make_envelope(login_body(V, "a@b.c", "p" * 2 * start_tag_end, "1"))
+    long_login = inspect(padded, max_head_bytes=start_tag_end)
+    assert long_login.error is not None and long_login.error.detail == "head_too_large"
 
 
 def test_endless_prolog_is_too_large() -> None:
