@@ -103,10 +103,13 @@ class RestletProxy:
                              body=form_parameters(form) if form else ())
         policy = ctx.policy
         decide = type(self).decide
-        ex.who = claimed_attribution(auth)  # replaced by the decision's; kept if Redis fails
-        async with ctx.lanes:
-            lookups = await fetch_lookups(ctx.store, type(self).plan(facts), auto_register=policy.auto_register)
-            decision = await settle(ctx.store, lookups, lambda lk, now: decide(facts, lk, now, policy))
+        try:
+            async with ctx.lanes:
+                lookups = await fetch_lookups(ctx.store, type(self).plan(facts), auto_register=policy.auto_register)
+                decision = await settle(ctx.store, lookups, lambda lk, now: decide(facts, lk, now, policy))
+        except StoreUnavailable:
+            ex.who = claimed_attribution(auth)  # the entry names who the request said it was
+            raise
         ex.mark_decided()
         ex.who = decision.who
         if isinstance(decision, Reject):

@@ -131,14 +131,18 @@ class SoapProxy:
 
         cookies = parse_cookies(request.headers.getall("Cookie", []))
         facts = RequestFacts(path_version=path_version, head=head, cookies=cookies)
-        ex.who = claimed_attribution(facts)  # replaced by the decision's; kept if Redis fails
-        async with ctx.lanes:
-            lookups = await fetch_lookups(ctx.store, plan_lookups(facts), auto_register=ctx.policy.auto_register)
-            decision = await settle(ctx.store, lookups, lambda lk, now: decide(facts, lk, now, ctx.policy))
-            ex.mark_decided()
-            ex.who = decision.who
-            if isinstance(decision, Reject):
-                ex.who = await attribute_rejection(ctx.store, head, decision.who, cookies.jsessionid)
+        try:
+            async with ctx.lanes:
+                lookups = await fetch_lookups(ctx.store, plan_lookups(facts), auto_register=ctx.policy.auto_register)
+                decision = await settle(ctx.store, lookups, lambda lk, now: decide(facts, lk, now, ctx.policy))
+                ex.mark_decided()
+                ex.who = decision.who
+                if isinstance(decision, Reject):
+                    ex.who = await attribute_rejection(ctx.store, head, decision.who, cookies.jsessionid)
+        except StoreUnavailable:
+            if ex.decided_after is None:  # undecided: the entry names who the request said it was
+                ex.who = claimed_attribution(facts)
+            raise
         if isinstance(decision, Reject):
             return ctx.fault_response(ex, decision.reason, fault_version, sub_reason=decision.sub_reason)
         if inspector.error is not None:
