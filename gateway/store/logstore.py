@@ -7,8 +7,10 @@ entry's JSON. Retention: XTRIM MINID (now - 21 days, 7 for sandbox accounts) on 
 MAXLEN `log.max_entries_per_stream` (approximate above 1000 entries, where exactness
 costs and nobody counts), and EXPIRE of the retention so idle streams vanish. A request id
 index `rid:<id>` lists "<stream> <entry id>" of the id's last REFS_PER_REQUEST_ID entries
-(same TTL): `?request_id=` searches read it, not the streams, and a reused id (a retry,
-another account's client) still finds every account's own entries; each usage stream keeps a
+(same TTL): the all-accounts search reads it; each usage stream also lists its own
+entry ids for a request id (`<stream>:rid:<id>`, the last SCOPED_REFS_PER_REQUEST_ID), which
+an account's and an integration's `?request_id=` read, so a reused id (a retry, another
+account's client, even on purpose) never crowds out an account's own entries; each usage stream keeps a
 queue of its entries' request ids (`<stream>:rids`) so that an entry trimmed away takes its
 reference along (the index is as large as the retained log, not as the last 21 days of traffic).
 
@@ -64,7 +66,13 @@ class LogQuery:
 
 
 _RID_PREFIX = ks.request_index("")
-REFS_PER_REQUEST_ID = 16  # entries a request id's search finds (the newest)
+REFS_PER_REQUEST_ID = 16  # entries the all-accounts search by request id finds (the newest)
+SCOPED_REFS_PER_REQUEST_ID = 64  # entries a stream's search by request id finds (the newest)
+
+
+def scoped_request_index(usage_stream: str, request_id: str) -> str:
+    """A usage stream's own entry ids for a request id (the append script names it alike)."""
+    return f"{usage_stream}:rid:{request_id}"
 
 
 def rid_queue(usage_stream: str) -> str:
@@ -255,6 +263,7 @@ class LogStore:
             _RID_PREFIX,
             len(lines),
             REFS_PER_REQUEST_ID,
+            SCOPED_REFS_PER_REQUEST_ID,
             *(line.body for line in lines),
             *slots,
         ]
@@ -262,8 +271,11 @@ class LogStore:
 
     async def query(self, key: str, q: LogQuery) -> tuple[list[dict[str, Any]], str | None]:
         if q.request_id is not None:
-            found = [entry for stream, entry in await self.find_all(q.request_id)
-                     if key in (stream, _execution_log_of_entry(entry)) and matches(entry, q)]
+            usage = _usage_stream_of(key)
+            own = await self._find_in(usage, q.request_id)
+            if not own:  # entries written before streams had their own index
+                own = [entry for stream, entry in await self.find_all(q.request_id) if stream == usage]
+            found = [entry for entry in own if key in (usage, _execution_log_of_entry(entry)) and matches(entry, q)]
             return found[: q.limit], None
         if q.cursor is not None and q.cursor.replace("0", "") == "-":
             return [], None  # nothing comes before 0-0 (Redis refuses the interval)
@@ -319,10 +331,27 @@ class LogStore:
                 found.append((stream, json.loads(rows[0][1]["j"])))
         return found
 
+    async def _find_in(self, usage: str, request_id: str) -> list[dict[str, Any]]:
+        """The entries of one usage stream with this request id, newest first: its own index,
+        which no other account's requests can crowd out."""
+        if len(request_id) > 128:
+            return []
+        ids = await self.r.lrange(scoped_request_index(usage, request_id), 0, -1)
+        pipe = self.r.pipeline(transaction=False)
+        for entry_id in reversed(ids):
+            pipe.xrange(usage, min=entry_id, max=entry_id)
+        return [json.loads(rows[0][1]["j"]) for rows in await pipe.execute() if rows]
+
     async def find(self, request_id: str) -> tuple[str, dict[str, Any]] | None:
         """(stream key, entry) of the newest entry with this request id, if retained."""
         found = await self.find_all(request_id)
         return found[0] if found else None
+
+
+def _usage_stream_of(key: str) -> str:
+    """The usage stream an execution log's entries are also in (a usage stream: itself)."""
+    head, sep, _ = key.partition(":log:exec:")
+    return head + ":log:usage" if sep else key
 
 
 def _execution_log_of_entry(entry: Mapping[str, Any]) -> str | None:

@@ -230,6 +230,13 @@ async def test_a_repeated_request_id_finds_every_accounts_own_entries(redis_url:
         assert [e["outcome"] for e in page] == outcomes, (key, rid)
     page, _ = await store.logs.query(ks.usage_log(a), LogQuery(request_id=twice, limit=1))
     assert [e["outcome"] for e in page] == ["forwarded"]
+    # Another account sending a's id again and again cannot crowd a's entry out of a's search
+    # (found by the re-check: a global list of the last 16 could be flooded).
+    await store.write_log_entries([entry(b, dup, outcome="rejected") for _ in range(logstore.REFS_PER_REQUEST_ID + 4)])
+    page, _ = await store.logs.query(ks.usage_log(a), LogQuery(request_id=dup))
+    assert [e["outcome"] for e in page] == ["forwarded"]
+    page, _ = await store.logs.query(ks.usage_log(b), LogQuery(request_id=dup, limit=1000))
+    assert len(page) == logstore.REFS_PER_REQUEST_ID + 5
     found = await store.logs.find(twice)  # in one stream, the last written is the newest
     assert found is not None and found[1]["outcome"] == "forwarded"
     await store.close()
@@ -244,6 +251,9 @@ async def test_an_index_written_before_it_was_a_list_is_read_and_extended(redis_
     await store.client.delete(ks.request_index(rid))
     await store.client.set(ks.request_index(rid), ref, ex=3600)  # the former format
     assert [e["outcome"] for _, e in await store.logs.find_all(rid)] == ["rejected"]
+    await store.client.delete(logstore.scoped_request_index(ks.usage_log(acct), rid))  # nor a stream's own
+    page, _ = await store.logs.query(ks.usage_log(acct), LogQuery(request_id=rid))
+    assert [e["outcome"] for e in page] == ["rejected"]
     await store.write_log_entries([entry(acct, rid, outcome="forwarded")])
     assert [e["outcome"] for _, e in await store.logs.find_all(rid)] == ["forwarded", "rejected"]
     await store.close()
@@ -256,6 +266,7 @@ async def test_a_repeated_request_id_trimmed_in_the_same_write_takes_its_index_a
     batch = [entry(acct, gone), entry(acct, kept), entry(acct, gone), entry(acct, "x" + acct)]
     await store.write_log_entries([*batch, entry(acct, kept, outcome="rejected"), entry(acct, "y" + acct)])
     assert await store.logs.find(gone) is None and not await store.client.exists(ks.request_index(gone))
+    assert not await store.client.exists(logstore.scoped_request_index(ks.usage_log(acct), gone))
     found = await store.logs.find(kept)
     assert found is not None and found[1]["outcome"] == "rejected"
     await store.close()

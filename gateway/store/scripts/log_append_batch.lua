@@ -7,19 +7,23 @@
 -- KEYS[2+n+s]: the execution streams the entries go to, each once
 -- ARGV[1]: max entries per stream   ARGV[2]: MINID cutoff (ms)   ARGV[3]: retention in seconds
 -- ARGV[4]: "~" (approximate MAXLEN) or "="   ARGV[5]: the request-id index key prefix
--- ARGV[6]: n, the number of entries   ARGV[7]: refs kept per request id
--- ARGV[7+i]: entry i as JSON   ARGV[7+n+i]: s, its execution stream KEYS[2+n+s], or 0 for none
+-- ARGV[6]: n, the number of entries   ARGV[7]: refs kept per request id (global)
+-- ARGV[8]: entry ids kept per request id in this stream
+-- ARGV[8+i]: entry i as JSON   ARGV[8+n+i]: s, its execution stream KEYS[2+n+s], or 0 for none
 --
--- A request id's index is a list of "<usage stream> <entry id>", oldest first, of its last
--- ARGV[7] entries in any stream: a client's id may come back (a retry, another account's
--- client), and each account's search must still find its own entries.
+-- A request id's global index is a list of "<usage stream> <entry id>", oldest first, of its
+-- last ARGV[7] entries in any stream (the all-accounts search); each usage stream has its own
+-- list of its entry ids for the id, "<usage stream>:rid:<request id>", of the last ARGV[8]:
+-- a client's id may come back (a retry, another account's client, even on purpose), and an
+-- account's search must still find its own entries whatever other accounts send.
 -- The index must not outlive what it points to: every entry that leaves the usage stream
 -- (age or length, an entry of this very call included) takes its reference along, so the
 -- index is bounded by the retained entries and not by the traffic of the last 21 days.
 
 local usage, queue = KEYS[1], KEYS[2]
 local maxlen, cutoff, ttl, mode, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
-local n, keep = tonumber(ARGV[6]), tonumber(ARGV[7])
+local n, keep, keep_scoped = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local scoped_prefix = usage .. ':rid:'
 local streams = 3 + n
 local rid_from = #prefix + 1
 
@@ -30,12 +34,22 @@ local function forget(count)
   for _, item in ipairs(gone) do
     local sep = string.find(item, ' ', 1, true)
     if sep then
-      local key = prefix .. string.sub(item, sep + 1)
+      local rid, entry = string.sub(item, sep + 1), string.sub(item, 1, sep - 1)
+      local key = prefix .. rid
       if redis.call('TYPE', key).ok == 'list' then
-        redis.call('LREM', key, 1, usage .. ' ' .. string.sub(item, 1, sep - 1))
+        redis.call('LREM', key, 1, usage .. ' ' .. entry)
       end
+      redis.call('LREM', scoped_prefix .. rid, 1, entry)
     end
   end
+end
+
+local function push(key, value, kept)
+  redis.call('RPUSH', key, value)
+  redis.call('LTRIM', key, -kept, -1)
+  -- The longest retention among its streams (a sandbox account's 7 days must not cut short
+  -- another account's 21).
+  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
 end
 
 local function index(key, ref)
@@ -46,11 +60,7 @@ local function index(key, ref)
     redis.call('DEL', key)
     if old then redis.call('RPUSH', key, old) end
   end
-  redis.call('RPUSH', key, ref)
-  redis.call('LTRIM', key, -keep, -1)
-  -- The longest retention among its streams (a sandbox account's 7 days must not cut short
-  -- another account's 21).
-  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
+  push(key, ref, keep)
 end
 
 forget(redis.call('XTRIM', usage, 'MINID', cutoff))
@@ -58,11 +68,13 @@ for s = streams, #KEYS do
   redis.call('XTRIM', KEYS[s], 'MINID', cutoff)
 end
 for i = 1, n do
-  local body, key = ARGV[7 + i], KEYS[2 + i]
+  local body, key = ARGV[8 + i], KEYS[2 + i]
+  local rid = string.sub(key, rid_from)
   local id = redis.call('XADD', usage, '*', 'j', body)
-  redis.call('LPUSH', queue, id .. ' ' .. string.sub(key, rid_from))
+  redis.call('LPUSH', queue, id .. ' ' .. rid)
   index(key, usage .. ' ' .. id)
-  local s = tonumber(ARGV[7 + n + i])
+  push(scoped_prefix .. rid, id, keep_scoped)
+  local s = tonumber(ARGV[8 + n + i])
   if s > 0 then
     redis.call('XADD', KEYS[2 + n + s], '*', 'j', body)
   end
