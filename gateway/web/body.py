@@ -51,6 +51,19 @@ async def read_chunk(request: web.Request, pause_timeout: float) -> bytes:
     return chunk
 
 
+async def read_counted_chunk(request: web.Request, ex: Exchange, *, max_bytes: int, pause_timeout: float,
+                             too_large: str = "body_too_large") -> bytes:
+    """`read_chunk`, counted into the exchange and captured for its log entry; past
+    `max_bytes` in all: BodyAborted(request_too_large, `too_large`)."""
+    chunk = await read_chunk(request, pause_timeout)
+    if chunk:
+        ex.request_bytes += len(chunk)
+        if ex.request_bytes > max_bytes:
+            raise BodyAborted(Reason.REQUEST_TOO_LARGE, too_large)
+        ex.request_doc.add(chunk)
+    return chunk
+
+
 def ended(ex: Exchange, detail: str) -> None:
     """Log fields of a body that ended without an answer. 499 (nginx's "client closed
     request") is only ever logged: nobody is left to receive it."""

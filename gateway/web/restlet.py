@@ -34,7 +34,7 @@ from gateway.core.policy import PolicySettings
 from gateway.core.reasons import Reason
 from gateway.core.records import InstalledVia
 from gateway.errors import StoreUnavailable
-from gateway.web.body import CLIENT_GONE, BodyAborted, answer_ended_body, ended, read_chunk
+from gateway.web.body import CLIENT_GONE, BodyAborted, answer_ended_body, ended, read_counted_chunk
 from gateway.web.context import ProxyContext
 from gateway.web.exchange import Exchange
 from gateway.web.forward import client_response_headers, identity_headers, upstream_request_headers
@@ -121,11 +121,8 @@ class RestletProxy:
         limits = self.ctx.settings.limits
         cap = min(limits.max_head_bytes, limits.max_body_bytes)
         collected = bytearray()
-        while chunk := await read_chunk(request, limits.body_read_timeout_seconds):
-            ex.request_bytes += len(chunk)
-            if ex.request_bytes > cap:
-                raise BodyAborted(Reason.REQUEST_TOO_LARGE, "form_body_too_large")
-            ex.request_doc.add(chunk)
+        while chunk := await read_counted_chunk(request, ex, max_bytes=cap, too_large="form_body_too_large",
+                                                pause_timeout=limits.body_read_timeout_seconds):
             collected += chunk
         return bytes(collected)
 
@@ -175,11 +172,8 @@ class RestletProxy:
     async def _body(self, request: web.Request, ex: Exchange, aborted: list[BodyAborted]) -> AsyncIterator[bytes]:
         limits = self.ctx.settings.limits
         try:
-            while chunk := await read_chunk(request, limits.body_read_timeout_seconds):
-                ex.request_bytes += len(chunk)
-                if ex.request_bytes > limits.max_body_bytes:  # a chunked body past the limit
-                    raise BodyAborted(Reason.REQUEST_TOO_LARGE, "body_too_large")
-                ex.request_doc.add(chunk)
+            while chunk := await read_counted_chunk(request, ex, max_bytes=limits.max_body_bytes,
+                                                    pause_timeout=limits.body_read_timeout_seconds):
                 yield chunk
         except BodyAborted as e:
             aborted.append(e)

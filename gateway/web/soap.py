@@ -22,7 +22,7 @@ from gateway.core.reasons import Reason
 from gateway.core.records import InstalledVia, SessionView, State
 from gateway.core.versions import NotAnEndpoint, Version, version_from_path
 from gateway.errors import StoreUnavailable
-from gateway.web.body import CLIENT_GONE, BodyAborted, answer_ended_body, ended, read_chunk
+from gateway.web.body import CLIENT_GONE, BodyAborted, answer_ended_body, ended, read_counted_chunk
 from gateway.web.context import ProxyContext
 from gateway.web.exchange import Exchange
 from gateway.web.forward import client_response_headers, identity_headers, upstream_request_headers
@@ -50,14 +50,11 @@ class BodyReader:
     pause_timeout: float
 
     async def next_chunk(self) -> bytes:
-        chunk = await read_chunk(self.request, self.pause_timeout)
+        chunk = await read_counted_chunk(self.request, self.ex, max_bytes=self.max_bytes,
+                                         pause_timeout=self.pause_timeout)
         if not chunk:
             self.inspector.close()
             return b""
-        self.ex.request_bytes += len(chunk)
-        if self.ex.request_bytes > self.max_bytes:
-            raise BodyAborted(Reason.REQUEST_TOO_LARGE, "body_too_large")
-        self.ex.request_doc.add(chunk)
         self.inspector.feed(chunk)
         return chunk
 
