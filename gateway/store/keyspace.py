@@ -57,6 +57,12 @@ def execution_log(acct: str, integration_id: str) -> str:
     return f"{PREFIX}:{{acct:{acct}}}:log:exec:{integration_id}"
 
 
+def usage_log_of(stream: str) -> str:
+    """The usage stream that holds an execution log's entries too (a usage stream: itself)."""
+    head, sep, _ = stream.partition(":log:exec:")
+    return head + ":log:usage" if sep else stream
+
+
 def integration(integration_id: str) -> str:
     return f"{PREFIX}:{{int:{integration_id}}}:record"
 

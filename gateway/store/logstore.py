@@ -271,7 +271,7 @@ class LogStore:
 
     async def query(self, key: str, q: LogQuery) -> tuple[list[dict[str, Any]], str | None]:
         if q.request_id is not None:
-            usage = _usage_stream_of(key)
+            usage = ks.usage_log_of(key)
             own = await self._find_in(usage, q.request_id)
             if not own:  # entries written before streams had their own index
                 own = [entry for stream, entry in await self.find_all(q.request_id) if stream == usage]
@@ -319,17 +319,8 @@ class LogStore:
             refs = [str(ref)] if ref else []
         else:
             refs = [str(ref) for ref in await self.r.lrange(key, 0, -1)]
-        pipe = self.r.pipeline(transaction=False)
-        located: list[str] = []
-        for ref in reversed(refs):
-            stream, _, entry_id = ref.rpartition(" ")
-            pipe.xrange(stream, min=entry_id, max=entry_id)
-            located.append(stream)
-        found: list[tuple[str, dict[str, Any]]] = []
-        for stream, rows in zip(located, await pipe.execute(), strict=True):
-            if rows:
-                found.append((stream, json.loads(rows[0][1]["j"])))
-        return found
+        return await self._entries([(stream, entry_id) for stream, _, entry_id in
+                                    (ref.rpartition(" ") for ref in reversed(refs))])
 
     async def _find_in(self, usage: str, request_id: str) -> list[dict[str, Any]]:
         """The entries of one usage stream with this request id, newest first: its own index,
@@ -337,21 +328,21 @@ class LogStore:
         if len(request_id) > 128:
             return []
         ids = await self.r.lrange(scoped_request_index(usage, request_id), 0, -1)
+        return [entry for _, entry in await self._entries([(usage, entry_id) for entry_id in reversed(ids)])]
+
+    async def _entries(self, located: list[tuple[str, str]]) -> list[tuple[str, dict[str, Any]]]:
+        """(stream, entry) of each (stream, entry id) still retained, in order: one round trip."""
         pipe = self.r.pipeline(transaction=False)
-        for entry_id in reversed(ids):
-            pipe.xrange(usage, min=entry_id, max=entry_id)
-        return [json.loads(rows[0][1]["j"]) for rows in await pipe.execute() if rows]
+        for stream, entry_id in located:
+            pipe.xrange(stream, min=entry_id, max=entry_id)
+        rows_each = await pipe.execute()
+        return [(stream, json.loads(rows[0][1]["j"]))
+                for (stream, _), rows in zip(located, rows_each, strict=True) if rows]
 
     async def find(self, request_id: str) -> tuple[str, dict[str, Any]] | None:
         """(stream key, entry) of the newest entry with this request id, if retained."""
         found = await self.find_all(request_id)
         return found[0] if found else None
-
-
-def _usage_stream_of(key: str) -> str:
-    """The usage stream an execution log's entries are also in (a usage stream: itself)."""
-    head, sep, _ = key.partition(":log:exec:")
-    return head + ":log:usage" if sep else key
 
 
 def _execution_log_of_entry(entry: Mapping[str, Any]) -> str | None:

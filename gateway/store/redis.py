@@ -44,7 +44,7 @@ from gateway.store.atomic import Client
 from gateway.store.cache import RecordCache
 from gateway.store.keyring import KeyRing
 from gateway.store.logstore import LogStore
-from gateway.store.pipelined import PipelinedConnection
+from gateway.store.pipelined import LOOP_LAG_TOLERANCE, PipelinedConnection
 from gateway.store.registry import Registry, account_view, installation_view, looks_like_id
 from gateway.store.tokens import Tokens, token_context
 
@@ -56,9 +56,6 @@ T = TypeVar("T")
 # good as gone for a client waiting on a SOAP answer (the cache serves what it may instead).
 REQUEST_PATH_DEADLINE = 0.5
 SUSPECT_SECONDS = 0.5
-# A deadline timer that ran later than this ran in a busy event loop (it runs within about a
-# millisecond otherwise): no evidence that Redis is silent.
-LOOP_LAG_TOLERANCE = 0.01
 
 
 def connect(redis_url: str) -> Client:
