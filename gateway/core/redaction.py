@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Final
+from collections.abc import Callable
+from typing import Final, NamedTuple
 
 MASK: Final = "***"
 
@@ -24,18 +25,26 @@ _NAMES: Final = "|".join(sorted(SECRET_ELEMENTS, key=len, reverse=True))
 # Any prefix: XML names start with letters of any script ("é:password"), so anything up to a
 # colon that cannot end a tag counts (over-redaction is acceptable).
 _PREFIX: Final = r"(?:[^\s<>/=:\"'!?]+:)?"
-# A secret element's open or close tag, any prefix; names matched case-insensitively (safer).
-_SECRET_NAME_RE: Final = re.compile(rf"<(/?){_PREFIX}(?:{_NAMES})(?=[\s/>]|\Z)", re.IGNORECASE)
 
 
-def _tag_re(names: str) -> re.Pattern[str]:
-    """An element's whole open or close tag; attribute values cannot hold "<" in XML."""
-    return re.compile(
-        rf"<(/?){_PREFIX}(?:{names})(?=[\s/>]|\Z)((?:\"[^\"<]*\"|'[^'<]*'|[^<>\"'])*)(>|\Z)", re.IGNORECASE)
+class _Element(NamedTuple):
+    """An element sought by name, any prefix, matched case-insensitively (safer): `name`
+    finds where one of its tags starts, `tag` matches the whole tag (attribute values cannot
+    hold "<" in XML)."""
+
+    name: re.Pattern[str]
+    tag: re.Pattern[str]
 
 
-_SECRET_TAG_RE: Final = _tag_re(_NAMES)
-_APPLICATION_ID_TAG_RE: Final = _tag_re("applicationId")
+def _element(names: str) -> _Element:
+    return _Element(
+        re.compile(rf"<(/?){_PREFIX}(?:{names})(?=[\s/>]|\Z)", re.IGNORECASE),
+        re.compile(rf"<(/?){_PREFIX}(?:{names})(?=[\s/>]|\Z)((?:\"[^\"<]*\"|'[^'<]*'|[^<>\"'])*)(>|\Z)",
+                   re.IGNORECASE))
+
+
+_SECRET: Final = _element(_NAMES)
+_APPLICATION_ID: Final = _element("applicationId")
 # Every secret element name, lower-cased, contains one of these: an ASCII document without any
 # of them has no secret element, and skips the tag scan (most answers). Not for other text:
 # case-insensitive matching folds "ſ" into "s" and "ı" into "i", which lower() does not.
@@ -119,20 +128,13 @@ def _needs_id_element_pass(text: str) -> bool:
 def _mask_application_id_elements(text: str) -> str:
     """Each `applicationId` element's content (any prefix): the masked ID when it reads as one
     once character references are decoded and markup and hyphens dropped, else *** whole."""
-    out: list[str] = []
-    pos = 0
-    while (m := _APPLICATION_ID_TAG_RE.search(text, pos)) is not None:
-        out.append(text[pos : m.end()])
-        pos = m.end()
-        if m.group(1) or m.group(2).rstrip().endswith("/") or not m.group(3):
-            continue
-        end = _content_end(text, pos, _APPLICATION_ID_TAG_RE)
-        plain = _ID_NOISE_RE.sub("", _CHAR_REF_RE.sub(_decoded_ref, text[pos:end]))
-        digits = plain if len(plain) == _HEX_DIGITS and all(c in _RUN_CHARS for c in plain) else ""
-        out.append(_masked_id(digits) if digits else MASK)
-        pos = end
-    out.append(text[pos:])
-    return "".join(out)
+    return _replace_contents(text, _APPLICATION_ID, _masked_id_content)
+
+
+def _masked_id_content(content: str) -> str:
+    plain = _ID_NOISE_RE.sub("", _CHAR_REF_RE.sub(_decoded_ref, content))
+    is_id = len(plain) == _HEX_DIGITS and all(c in _RUN_CHARS for c in plain)
+    return _masked_id(plain) if is_id else MASK
 
 
 def _decoded_ref(m: re.Match[str]) -> str:
@@ -191,24 +193,26 @@ def _mask_cut_id(text: str) -> str:
 
 
 def _mask_secret_elements(text: str) -> str:
+    return _replace_contents(text, _SECRET, lambda _: MASK)
+
+
+def _replace_contents(text: str, element: _Element, replace: Callable[[str], str]) -> str:
+    """The content of every `element` replaced by `replace(content)`."""
     out: list[str] = []
     pos = 0
-    while True:
-        found = _SECRET_NAME_RE.search(text, pos)
-        if found is None:
-            out.append(text[pos:])
-            break
-        m = _SECRET_TAG_RE.match(text, found.start())
+    while (found := element.name.search(text, pos)) is not None:
+        m = element.tag.match(text, found.start())
         if m is None:  # a broken open or close tag: whatever follows might be the secret
             out.append(text[pos : found.end()] + MASK)
-            break
+            return "".join(out)
         out.append(text[pos : m.end()])
         pos = m.end()
         if m.group(1) or m.group(2).rstrip().endswith("/") or not m.group(3):
             continue  # a close tag, a self-closing element, or an open tag cut off mid-way
-        end = _content_end(text, pos, _SECRET_TAG_RE)
-        out.append(MASK)
+        end = _content_end(text, pos, element.tag)
+        out.append(replace(text[pos:end]))
         pos = end
+    out.append(text[pos:])
     return "".join(out)
 
 
