@@ -128,7 +128,7 @@ class ProxyContext:
     def refused_by_http(self, ex: Exchange, status: int, reason: str) -> None:
         """An answer given below the SOAP and RESTlet rules (404, 405, a refused or stalled
         head): logged and counted like any request (SPEC 6: one entry per request)."""
-        ex.outcome, ex.reason, ex.http_status = "rejected", reason, status
+        ex.refuse_below_the_rules(status, reason)
         self.finish(ex)
 
     def refused_head(self, request_id: str, status: int, reason: str, peer: str | None) -> None:

@@ -91,6 +91,10 @@ class Exchange:
         self.sub_reason = sub_reason
         self.fault_code = FAULTS[reason].code
 
+    def refuse_below_the_rules(self, status: int, reason: str) -> None:
+        """An HTTP-level answer (404, 405, a refused or stalled head), no SOAP or JSON fault."""
+        self.outcome, self.reason, self.http_status = "rejected", reason, status
+
     def mark_decided(self) -> None:
         if self.decided_after is None:
             self.decided_after = time.monotonic() - self.started

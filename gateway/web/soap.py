@@ -89,7 +89,7 @@ class SoapProxy:
         try:
             path_version = version_from_path(request.path)
         except NotAnEndpoint:
-            ex.outcome, ex.reason, ex.http_status = "rejected", "not_found", 404  # logged by `handle`
+            ex.refuse_below_the_rules(404, "not_found")  # logged by `handle`
             raise web.HTTPNotFound(headers={"X-Request-Id": ex.request_id}) from None
         ex.version = path_version
         framing = _framing_problem(request)
